@@ -1,0 +1,33 @@
+# kfound: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv with python3 -m venv and install the package into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kfound-installed
+# Two cores: keep TensorFlow from oversubscribing them when pytest runs two workers.
+TEST_ENV := TF_CPP_MIN_LOG_LEVEL=2 TF_NUM_INTEROP_THREADS=1 TF_NUM_INTRAOP_THREADS=1
+PYTEST_WORKERS ?= 2
+
+.PHONY: test demo bench lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
+	$(TEST_ENV) KERAS_BACKEND=tensorflow $(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -n $(PYTEST_WORKERS) tests/layers tests/initializers
+
+bench: $(STAMP)
+	@for script in benchmarks/*.py; do \
+		echo "== $$script"; \
+		TF_CPP_MIN_LOG_LEVEL=2 $(PY) $$script || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
