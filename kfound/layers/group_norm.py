@@ -218,7 +218,19 @@ def replace_batchnorm(model, groups=32):
         pairs.append((layer, new))
         return new
 
-    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    def call(layer, *args, **kwargs):
+        # A functional graph replays BatchNormalization's call arguments (`mask=None`);
+        # GroupNorm takes none of them (masks still propagate).
+        if isinstance(layer, GroupNorm):
+            kwargs = {}
+        return layer(*args, **kwargs)
+
+    copy = keras.models.clone_model(
+        model,
+        clone_function=clone,
+        call_function=None if isinstance(model, keras.Sequential) else call,
+        recursive=True,
+    )
     for old, new in pairs:
         if isinstance(old, keras.layers.BatchNormalization):
             if old.scale:
