@@ -159,7 +159,7 @@ def replace_batchnorm(model, groups=32):
     something different from the original, so fine-tune it.
 
     When `groups` does not divide a layer's channel count, that layer gets the largest
-    divisor of the count that is smaller than `groups` (e.g. 24 groups for 48 channels
+    divisor of the count not above `groups` (e.g. 24 groups for 48 channels
     and `groups=32`; 5 groups for 5 channels), the closest group size to the one asked.
 
     Args:
