@@ -360,7 +360,8 @@ def _decodable(candidates):
     check = (
         tf.data.Dataset.from_tensor_slices(named)
         .map(
-            lambda f: (f, tf.shape(tf.io.decode_image(tf.io.read_file(f), expand_animations=False))),
+            lambda f: (f, tf.shape(tf.io.decode_image(tf.io.read_file(f),
+                                                      expand_animations=False))),
             num_parallel_calls=AUTOTUNE,
         )
         .ignore_errors()
@@ -490,4 +491,6 @@ def _labelled_files(folder, class_names):
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Argument `{name}` must be a positive integer. Received: {name}={value!r}")
+        raise ValueError(
+            f"Argument `{name}` must be a positive integer. Received: {name}={value!r}"
+        )

@@ -14,6 +14,17 @@ python recipes/finetune.py --state predict --model saved_models/RUN/full/model.k
 ```
 """
 
+import argparse
+import csv
+import json
+import os
+import time
+
+import keras
+
+from kfound import data as kdata
+from kfound import finetune, io_utils, runs
+
 """
 ## The three states, and the baseline
 
@@ -48,17 +59,6 @@ keras.io default of 1e-5 barely moves it in 40 steps); the scratch baseline gets
 source task for `SmallConvNet`, ImageNet for the others. `none` is random initialisation,
 and a path loads a weights file (with or without its classification top).
 """
-
-import argparse
-import csv
-import json
-import os
-import time
-
-import keras
-
-from kfound import data as kdata
-from kfound import finetune, io_utils, runs
 
 STATES = ("predict", "head", "full", "all")
 TRAINED = ("head", "full", "scratch")
