@@ -77,6 +77,7 @@ def load_image_data(
     spec,
     image_size,
     batch_size=32,
+    val_batch_size=None,
     validation_fraction=0.2,
     balance=False,
     augment=None,
@@ -91,7 +92,8 @@ def load_image_data(
     Args:
         spec: `"embedded"`, `"tfds:NAME"` or `"folder:PATH"` (see the module docstring).
         image_size: the side, in pixels, that images are resized to.
-        batch_size: examples per batch. Defaults to `32`.
+        batch_size: examples per training batch. Defaults to `32`.
+        val_batch_size: examples per validation batch. Defaults to `4 * batch_size`.
         validation_fraction: the share of `train` held out when the source has no
             validation split of its own. Defaults to `0.2`.
         balance: if `True`, resample the training set so that each class is equally
@@ -156,7 +158,8 @@ def load_image_data(
         train, len(class_names), counts[0], batch_size, balance=balance, augment=augment,
         seed=seed, shuffle_buffer=shuffle_buffer,
     )
-    val = val.batch(batch_size).prefetch(AUTOTUNE)
+    # Evaluation keeps no activations for backprop, so it affords bigger batches.
+    val = val.batch(val_batch_size or 4 * batch_size).prefetch(AUTOTUNE)
     return ImageData(
         train=pipeline,
         train_unshuffled=train,
@@ -383,7 +386,8 @@ def _from_tfds(name, image_size, validation_fraction, data_dir):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:
         raise ValueError(
-            f"Argument `dataset` names no TFDS dataset ({error}). Received: dataset='tfds:{name}'"
+            f"Argument `dataset` names no TFDS dataset ({str(error).splitlines()[0]}). "
+            f"Received: dataset='tfds:{name}'"
         ) from error
     info = builder.info
     keys = info.supervised_keys

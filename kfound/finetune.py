@@ -110,11 +110,15 @@ class BackbonePreprocessing(keras.layers.Layer):
         return {**super().get_config(), "backbone": self.backbone}
 
 
-def small_conv_net(image_size, name="small_conv_net"):
+def small_conv_net(image_size, bn_momentum=0.9, name="small_conv_net"):
     """`SmallConvNet`: four 3x3 convolutions with BatchNorm, two max-poolings, no top.
 
     Args:
         image_size: the side of the square RGB input, at least 8.
+        bn_momentum: the BatchNorm moving-average momentum. Defaults to `0.9`, not Keras's
+            `0.99`: small datasets give few steps, and with `0.99` the moving statistics lag
+            the fast-changing weights (a from-scratch run on 50 images would then be judged
+            with stale statistics in inference mode).
         name: the model name. Defaults to `"small_conv_net"`.
 
     Returns:
@@ -127,7 +131,9 @@ def small_conv_net(image_size, name="small_conv_net"):
             x = keras.layers.Conv2D(
                 filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}"
             )(x)
-            x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+            x = keras.layers.BatchNormalization(
+                momentum=bn_momentum, name=f"block{block}_bn{conv}"
+            )(x)
             x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
         x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
     return keras.Model(inputs, x, name=name)
@@ -218,7 +224,7 @@ def _backbone_from_file(constructor, name, path, kwargs):
                 if layer.weights:
                     layer.set_weights(full.get_layer(layer.name).get_weights())
             return backbone
-    detail = "; ".join(str(e).splitlines()[0][:300] for e in errors)
+    detail = "; ".join(" ".join(str(e).split())[:300] for e in errors)
     raise ValueError(
         f"Argument `weights` is a file that matches backbone {name} "
         f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}) neither without nor with its "
@@ -343,13 +349,15 @@ def _compile(model, learning_rate, jit_compile):
 
 
 def _fit(model, train, val, epochs, backup_dir, callbacks, verbose, initial_epoch=0):
-    backup = keras.callbacks.BackupAndRestore(os.fspath(backup_dir))
+    callbacks = list(callbacks or [])
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(backup_dir)))
     history = model.fit(
         train,
         validation_data=val,
         epochs=epochs,
         initial_epoch=initial_epoch,
-        callbacks=[backup, *(callbacks or [])],
+        callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles
     )
@@ -454,36 +462,46 @@ def fit_full(
     Returns:
         The history of both phases, as `fit_head`'s, with a `"phase"` key.
     """
-    backup_dir = os.fspath(backup_dir)
-    phase1_head = os.path.join(backup_dir, "phase1_head.keras")
-    phase1_history = os.path.join(backup_dir, "phase1_history.json")
-    if os.path.exists(phase1_head) and os.path.exists(phase1_history):
-        log(f"full: phase 1 finished earlier; restoring its head from {phase1_head}")
-        classifier.head.set_weights(keras.saving.load_model(phase1_head).get_weights())
-        with open(phase1_history, encoding="utf-8") as f:
-            first = json.load(f)
+    if backup_dir is None:
+        first = fit_head(classifier, data, epochs, learning_rate, cache_features, None,
+                         callbacks, jit_compile, verbose, log)
     else:
-        first = fit_head(
-            classifier, data, epochs, learning_rate, cache_features,
-            os.path.join(backup_dir, "phase1"), callbacks, jit_compile, verbose, log,
+        first = _resumable_phase1(
+            classifier, data, epochs, learning_rate, cache_features, os.fspath(backup_dir),
+            callbacks, jit_compile, verbose, log,
         )
-        io_utils.save_model(classifier.head, phase1_head)
-        io_utils.write_json(phase1_history, first)
     index = classifier.unfreeze(unfreeze_from)
     log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
         f"({classifier.backbone.layers[index].name}); learning rate {fine_tune_learning_rate}")
     _compile(classifier.model, fine_tune_learning_rate, jit_compile)
-    second = _fit(
-        classifier.model, data.train, data.val, epochs + fine_tune_epochs,
-        os.path.join(backup_dir, "phase2"), callbacks, verbose, initial_epoch=epochs,
-    )
+    phase2_dir = None if backup_dir is None else os.path.join(backup_dir, "phase2")
+    second = _fit(classifier.model, data.train, data.val, epochs + fine_tune_epochs, phase2_dir,
+                  callbacks, verbose, initial_epoch=epochs)
     history = {k: list(first.get(k, [])) + list(second.get(k, [])) for k in second}
     history["phase"] = [1] * len(first["epoch"]) + [2] * len(second["epoch"])
-    for finished in (phase1_head, phase1_history):
-        os.remove(finished)
-    with contextlib.suppress(OSError):
-        os.rmdir(backup_dir)
+    if backup_dir is not None:
+        for name in ("phase1_head.keras", "phase1_history.json"):
+            os.remove(os.path.join(backup_dir, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(backup_dir)
     return history
+
+
+def _resumable_phase1(classifier, data, epochs, learning_rate, cache_features, backup_dir,
+                      callbacks, jit_compile, verbose, log):
+    """Phase 1 of `fit_full`, whose finished head and history are kept until phase 2 ends."""
+    head_path = os.path.join(backup_dir, "phase1_head.keras")
+    history_path = os.path.join(backup_dir, "phase1_history.json")
+    if os.path.exists(head_path) and os.path.exists(history_path):
+        log(f"full: phase 1 finished earlier; restoring its head from {head_path}")
+        classifier.head.set_weights(keras.saving.load_model(head_path).get_weights())
+        with open(history_path, encoding="utf-8") as f:
+            return json.load(f)
+    first = fit_head(classifier, data, epochs, learning_rate, cache_features,
+                     os.path.join(backup_dir, "phase1"), callbacks, jit_compile, verbose, log)
+    io_utils.save_model(classifier.head, head_path)
+    io_utils.write_json(history_path, first)
+    return first
 
 
 def fit_scratch(
