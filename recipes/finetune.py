@@ -61,6 +61,7 @@ and a path loads a weights file (with or without its classification top).
 """
 
 STATES = ("predict", "head", "full", "all")
+TRAIN_PER_CLASS = 3  # labelled images per class of the embedded target task
 TRAINED = ("head", "full", "scratch")
 
 """
@@ -98,16 +99,16 @@ def build_parser():
                              "imagenet, none, or a weights-file PATH (with or without top)")
     parser.add_argument("--dataset", default="embedded",
                         help="embedded (digits 5-9, offline), tfds:NAME, or folder:PATH")
-    parser.add_argument("--epochs", type=int, default=40,
+    parser.add_argument("--epochs", type=int, default=30,
                         help="head epochs (state head, and phase 1 of state full)")
     parser.add_argument("--fine-tune-epochs", type=int, default=20,
                         help="epochs with the backbone unfrozen (phase 2 of state full)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3,
                         help="head (and from-scratch) learning rate")
-    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-4,
-                        help="learning rate once the backbone is unfrozen; keras.io uses 1e-5 "
-                             "for ImageNet backbones")
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=None,
+                        help="learning rate once the backbone is unfrozen (default: 1e-5, the "
+                             "keras.io value for ImageNet backbones; 1e-3 for SmallConvNet)")
     parser.add_argument("--unfreeze-from", type=parse_unfreeze_from, default=None,
                         help="first backbone layer to unfreeze: a name, an index, or a "
                              "fraction of depth such as 0.5 (default: the whole backbone)")
@@ -261,6 +262,9 @@ def predict_state(args, folder, model_path, data_loader):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.fine_tune_learning_rate is None:
+        small = args.backbone == finetune.SMALL_BACKBONE
+        args.fine_tune_learning_rate = 1e-3 if small else 1e-5
     if args.smoke:
         args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
     output = runs.start_run(args)
@@ -275,14 +279,14 @@ def main(argv=None):
         augment = kdata.augmentation_layers(seed=args.seed) if args.augment else None
         return kdata.load_image_data(
             args.dataset, size, args.batch_size, balance=args.balance, augment=augment,
-            seed=args.seed, train_per_class=2 if args.smoke else 10,
+            seed=args.seed, train_per_class=2 if args.smoke else TRAIN_PER_CLASS,
         )
 
     if args.state == "predict":
         return predict_state(args, str(output), args.model, load)
 
-    weights = resolve_weights(args, image_size, output)
     data = load(image_size)
+    weights = resolve_weights(args, image_size, output)
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "
           f"validation images, {data.num_classes} classes, {data.skipped_files} files skipped")
     settings = {k: v for k, v in vars(args).items()

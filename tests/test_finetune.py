@@ -243,9 +243,11 @@ def test_mismatched_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"matches backbone MobileNetV2.*neither.*Received: "
                                          r"weights='.*small\.keras'"):
         finetune.build_backbone("MobileNetV2", weights=small, image_size=32)
+    dense = str(tmp_path / "dense.keras")
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(dense)
     with pytest.raises(ValueError, match=r"does not match backbone SmallConvNet at image size "
-                                         r"16.*Received: weights='.*small\.keras'"):
-        finetune.build_backbone("SmallConvNet", weights=small, image_size=16)
+                                         r"16.*Received: weights='.*dense\.keras'"):
+        finetune.build_backbone("SmallConvNet", weights=dense, image_size=16)
 
 
 def test_mismatched_shared_weights_file(shared_weights_dir):
