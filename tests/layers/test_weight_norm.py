@@ -133,9 +133,9 @@ LAYERS = {
     "depthwise_conv2d": (
         lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (4, 7, 7, 3), (0, 1), -1,
     ),
-    "simple_rnn": (lambda: keras.layers.SimpleRNN(5, return_sequences=True), (4, 6, 3), (0,), -1),
-    "gru": (lambda: keras.layers.GRU(5), (4, 6, 3), (0,), -1),
-    "lstm": (lambda: keras.layers.LSTM(5), (4, 6, 3), (0,), -1),
+    "simple_rnn": (lambda: keras.layers.SimpleRNN(5, return_sequences=True), (4, 3, 3), (0,), -1),
+    "gru": (lambda: keras.layers.GRU(5), (4, 3, 3), (0,), -1),
+    "lstm": (lambda: keras.layers.LSTM(5), (4, 3, 3), (0,), -1),
 }
 
 
