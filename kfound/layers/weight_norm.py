@@ -163,7 +163,7 @@ class WeightNorm(keras.layers.Wrapper):
 
     >>> x = np.random.rand(8, 16, 16, 3).astype("float32")
     >>> layer = kfound.layers.WeightNorm(keras.layers.Conv2D(8, 3, padding="same"))
-    >>> layer(x, training=True).shape
+    >>> tuple(layer(x, training=True).shape)
     (8, 16, 16, 8)
     >>> plain = layer.remove()  # a Conv2D with the folded kernel
     >>> np.allclose(plain(x), layer(x), atol=1e-5)
@@ -297,11 +297,11 @@ class WeightNorm(keras.layers.Wrapper):
         values = [variable.value for variable in variables]
         if training:
             stored = values
-
-            def initialize():
-                return [ops.stop_gradient(x) for x in self._data_init_offsets(inputs)]
-
-            values = ops.cond(ops.equal(self.initialized.value, 0.0), initialize, lambda: stored)
+            needed = ops.equal(self.initialized.value, 0.0)
+            values = ops.cond(needed, lambda: self._data_init_offsets(inputs), lambda: stored)
+            # Outside the conditional: no gradient ever flows into it, so TensorFlow does
+            # not keep (zero-filled) intermediates of the initialization branch per step.
+            values = [ops.stop_gradient(value) for value in values]
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
             self.initialized.assign(1.0)
