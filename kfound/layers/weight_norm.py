@@ -40,13 +40,7 @@ def _attribute_holding(owner, variable):
     Layers expose their kernel through a property (`Dense.kernel` reads `_kernel`), so
     the attribute to substitute is found by identity rather than by name.
     """
-    for name, value in vars(owner).items():
-        if value is variable:
-            return name
-    raise ValueError(
-        f"Could not find the attribute of {owner.__class__.__name__} that holds "
-        f"`{variable.path}`. Received: layer={owner}"
-    )
+    return next(name for name, value in vars(owner).items() if value is variable)
 
 
 @dataclasses.dataclass
@@ -222,6 +216,11 @@ class WeightNorm(keras.layers.Wrapper):
             else:
                 out_axes = (rank - 1,)
             kernels = [(layer.kernel, out_axes)]
+        if not all(isinstance(v, keras.Variable) for v, _ in kernels):
+            raise ValueError(
+                "Argument `layer` must keep its kernel in a plain variable, not a "
+                f"LoRA-enabled or quantized one. Received: layer={layer}"
+            )
         normalized = []
         for index, (v, out_axes) in enumerate(kernels):
             reduce_axes = tuple(a for a in range(len(v.shape)) if a not in out_axes)

@@ -362,6 +362,14 @@ def test_bad_arguments(kwargs, error, match):
         WeightNorm(**kwargs)
 
 
+def test_lora_kernel_is_refused_at_build():
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    dense.enable_lora(1)
+    with pytest.raises(ValueError, match=r"plain variable, not a LoRA.*Received: layer=<Dense"):
+        WeightNorm(dense).build((None, 3))
+
+
 def test_remove_needs_a_built_layer():
     with pytest.raises(ValueError, match=r"needs a built `WeightNorm`.*Received: layer=<Dense"):
         WeightNorm(keras.layers.Dense(2)).remove()
