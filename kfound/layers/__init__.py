@@ -5,3 +5,4 @@ from kfound.layers.locally_connected2d import LocallyConnected2D as LocallyConne
 from kfound.layers.lrn import LRN as LRN
 from kfound.layers.random_pca_lighting import RandomPCALighting as RandomPCALighting
 from kfound.layers.random_pca_lighting import fit_pca_lighting as fit_pca_lighting
+from kfound.layers.weight_norm import WeightNorm as WeightNorm
