@@ -11,6 +11,9 @@ Ratios (lower is faster; goals from the issue in brackets):
   [<= 1.0]; `lrn_portable_vs_tf_nn_lrn_{graph,xla}`: its keras.ops path [<= 1.3].
 - `group_norm_vs_keras_{graph,xla}`: GroupNorm / `keras.layers.GroupNormalization`
   [<= 0.8 graph, <= 1.0 XLA].
+- `weight_norm_conv2d_train_step_vs_plain_{graph,xla}`: a train step (forward, backward,
+  SGD update) of a WeightNorm-wrapped `Conv2D(64, 3, padding="same")` / the same step of
+  the plain Conv2D [<= 1.10].
 - `*_bandwidth_vs_copy_{graph,xla}`: achieved memory bandwidth as a fraction of a
   plain copy's. A copy (`x * one`, with `one` a runtime 1.0 that graph optimizers can't
   fold away) moves 2 tensor-sized buffers (read x, write y). A normalization's
@@ -35,7 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kfound.layers import LRN, GroupNorm  # noqa: E402
+from kfound.layers import LRN, GroupNorm, WeightNorm  # noqa: E402
 from kfound.layers.lrn import lrn_portable  # noqa: E402
 
 SHAPE = (32, 56, 56, 64)
@@ -143,6 +146,39 @@ def group_norm(x, dy, settings):
         results[f"group_norm_bandwidth_vs_copy_{mode}"] = bandwidth_fraction(times, "ours")
         results[f"group_norm_ms_{mode}"] = milliseconds(times, "ours")
         results[f"keras_group_norm_ms_{mode}"] = milliseconds(times, "keras")
+    return results
+
+
+def train_step(layer, jit_compile):
+    """A compiled SGD step of `layer` on the loss `mean((layer(x) - dy)^2)`."""
+    optimizer = keras.optimizers.SGD(1e-3)
+    optimizer.build(layer.trainable_variables)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x, dy):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(layer(x, training=True) - dy))
+        gradients = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply(gradients, layer.trainable_variables)
+        return [loss]
+
+    return step
+
+
+@measurement
+def weight_norm(x, dy, settings):
+    results = {}
+    for mode, jit_compile in MODES.items():
+        layers = {}
+        for name in ("plain", "wrapped"):
+            conv = keras.layers.Conv2D(SHAPE[-1], 3, padding="same")
+            layers[name] = WeightNorm(conv) if name == "wrapped" else conv
+            layers[name].build(x.shape)
+        # The wrapped layer's data-dependent initialization runs in the warm-up steps.
+        steps = {name: train_step(layer, jit_compile) for name, layer in layers.items()}
+        times = time_alternating(steps, x, dy, settings)
+        key = f"weight_norm_conv2d_train_step_vs_plain_{mode}"
+        results[key] = median_ratio(times, "wrapped", "plain")
     return results
 
 
