@@ -49,12 +49,34 @@ fine-tuned on a different *target* task: digits 5-9 with only 3 labelled images 
 class (15 in all; the ~880 other 5-9 images are the validation set). A tiny labelled set is
 the regime of seed §3.7.2 where pretraining matters: with 10 per class, digits are so easy
 that training from scratch already reaches ~96% and pretraining on 0-4 did not beat it.
-Every state uses Adam's default learning rate, 1e-3, untuned for any of them, batch 16:
-the head trains 30 epochs (one step each, on cached features, so they are cheap); the full
-state adds 20 epochs with the whole backbone unfrozen, also at 1e-3 (the keras.io value
-1e-5 is meant for big ImageNet backbones and barely moves this one in 20 steps); the scratch
-baseline gets the same 50 epochs. With 30 steps the head alone underfits, and the table
-shows it. Nothing is forced: if pretraining did not help, the table would say so.
+Every state uses one learning rate, Adam at 3e-3, and batch 4 (so an epoch over the 15
+images is 4 updates): the head trains 30 epochs (120 updates, on cached features); the full
+state adds 20 epochs with the whole backbone unfrozen at the same rate (the keras.io value
+1e-5 is meant for big ImageNet backbones and barely moves this one); the scratch baseline
+gets the same 50 epochs (200 updates), so it has as many updates as `full`.
+
+**How these were chosen, and how robust the result is.** A sweep (5 seeds of split,
+initialisation and pretraining; Keras on the JAX backend, so not bit-identical to the
+TensorFlow demo) of mean validation accuracy (min-max) after the schedule above:
+
+| batch 4        | lr 1e-3          | lr 3e-3          | lr 1e-2          | lr 3e-2          |
+|----------------|------------------|------------------|------------------|------------------|
+| head (120 upd) | 0.23 (0.16-0.31) | 0.32 (0.29-0.40) | 0.62 (0.53-0.69) | 0.69 (0.62-0.76) |
+| full           | 0.83 (0.74-0.89) | 0.84 (0.77-0.90) | 0.79 (0.70-0.88) | 0.70 (0.51-0.92) |
+| scratch        | 0.81 (0.76-0.88) | 0.79 (0.57-0.88) | 0.76 (0.40-0.88) | 0.68 (0.58-0.83) |
+
+At every rate of the grid, `full`'s mean beats `scratch`'s at the same rate, and the best
+`full` (0.84) beats the best `scratch` (0.81) -- but only by about 3 points, less than the
+seed-to-seed spread: per seed, `full` at 3e-3 beat the best-rate `scratch` in 3 of 5 seeds.
+With the previous defaults (batch 16, one update per epoch) the result flipped: `scratch`
+at 1e-2 averaged 0.80 and the best `full` 0.65. Pretraining the source task 60 epochs
+instead of 15 changed nothing measurable (best `full` 0.85). The head alone, a linear probe
+on features learnt on other digits, plateaus near 0.70 even with 4x more updates: digits
+0-4 teach features that only partly transfer to 5-9. So on this demo pretraining helps
+modestly and only with enough updates; the ImageNet backbones the recipe is for transfer
+far better. Nothing is forced: the default run (seed 0, TensorFlow) printed head 0.585, full 0.748
+and scratch 0.859 -- from scratch won on that seed. Pretraining's advantage here is a
+small average over seeds, not a per-run guarantee; use `--seed` to see the spread.
 
 `--backbone` names either `SmallConvNet` or any `keras.applications` constructor.
 `--weights pretrained` (the default) means each backbone's own pretraining: the digits-0-4
@@ -105,12 +127,14 @@ def build_parser():
                         help="head epochs (state head, and phase 1 of state full)")
     parser.add_argument("--fine-tune-epochs", type=int, default=20,
                         help="epochs with the backbone unfrozen (phase 2 of state full)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=1e-3,
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="training batch; 4 gives the 15-image demo 4 updates an epoch")
+    parser.add_argument("--learning-rate", type=float, default=3e-3,
                         help="head (and from-scratch) learning rate")
     parser.add_argument("--fine-tune-learning-rate", type=float, default=None,
                         help="learning rate once the backbone is unfrozen (default: 1e-5, the "
-                             "keras.io value for ImageNet backbones; 1e-3 for SmallConvNet)")
+                             "keras.io value for ImageNet backbones; --learning-rate for "
+                             "SmallConvNet)")
     parser.add_argument("--unfreeze-from", type=parse_unfreeze_from, default=None,
                         help="first backbone layer to unfreeze: a name, an index, or a "
                              "fraction of depth such as 0.5 (default: the whole backbone)")
@@ -266,7 +290,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.fine_tune_learning_rate is None:
         small = args.backbone == finetune.SMALL_BACKBONE
-        args.fine_tune_learning_rate = 1e-3 if small else 1e-5
+        args.fine_tune_learning_rate = args.learning_rate if small else 1e-5
     if args.smoke:
         args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
     output = runs.start_run(args)
@@ -281,6 +305,7 @@ def main(argv=None):
         augment = kdata.augmentation_layers(seed=args.seed) if args.augment else None
         return kdata.load_image_data(
             args.dataset, size, args.batch_size, balance=args.balance, augment=augment,
+            val_batch_size=256 if args.dataset == "embedded" else None,
             seed=args.seed, train_per_class=2 if args.smoke else TRAIN_PER_CLASS,
         )
 
