@@ -34,9 +34,10 @@ class GradientMonitor(keras.callbacks.Callback):
     Every `every_n_batches` batches (and at least once per epoch) the monitor computes,
     with the backend's own autodiff, the L2 norm of the gradient of each layer's trainable
     weights, together with each layer's update-to-weight ratio
-    `||w_t - w_s|| / ||w_t||` between this sample `t` and the previous one `s` (the size
-    of what the optimizer did to the layer over `every_n_batches` steps, relative to
-    the layer; it is per step when `every_n_batches=1`). It then diagnoses:
+    `||w_t - w_s|| / ||w_t||` between this sample `t` and the previous one `s` (or the
+    start of `fit`): the size of what the optimizer did to the layer over
+    `every_n_batches` steps, relative to the layer; per step when `every_n_batches=1`.
+    It then diagnoses:
 
     - vanishing gradients: over an epoch, the first trainable layer's mean norm is below
       `vanishing_ratio` times the last layer's, or some layer's is below `vanishing_norm`
@@ -187,7 +188,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self._rows = []
         self._reporter.reset()
         self._step = 0
-        self._snapshot = None
+        diagnostics.sync_jax_state(self.model)
+        self._snapshot = _copy([v.value for v in self.model.trainable_variables])
         self._previous_epoch_mean = None
         self._tap = diagnostics.BatchTap.attach(self.model) if self._probe is None else None
         self._writer = None
@@ -248,12 +250,11 @@ class GradientMonitor(keras.callbacks.Callback):
             return
         diagnostics.sync_jax_state(self.model)
         values = [v.value for v in self.model.trainable_variables]
-        snapshot = values if self._snapshot is None else self._snapshot
         stats, grads = self._stats_fn(
             values,
             [v.value for v in self.model.non_trainable_variables],
             [v.value for v in self.model.metrics_variables],
-            snapshot, x, y, sample_weight, self._writer is not None,
+            self._snapshot, x, y, sample_weight, self._writer is not None,
         )
         self._snapshot = _copy(values)
         stats = keras.ops.convert_to_numpy(stats).astype("float64")
