@@ -164,13 +164,13 @@ class ActivationMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        diagnostics.require_trainable_layers(model, "ActivationMonitor")
         if not getattr(model, "inputs", None):
             raise ValueError(
                 "ActivationMonitor reads layer outputs through the model's graph and needs "
                 "a built functional or Sequential model. "
                 f"Received: model={model.name!r} of type {type(model).__name__}"
             )
+        diagnostics.require_trainable_layers(model, "ActivationMonitor")
         if self._probe is not None:
             diagnostics.check_probe_shape(model, self._probe[0])
         if self._built_for is not model:

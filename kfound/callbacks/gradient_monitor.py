@@ -178,25 +178,32 @@ class GradientMonitor(keras.callbacks.Callback):
     # -- Callback hooks -------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        self._layers = diagnostics.require_trainable_layers(self.model, "GradientMonitor")
-        self._layer_names = [layer.name for layer in self._layers]
         if self._probe is not None:
             diagnostics.check_probe_shape(self.model, self._probe[0])
-        if self._compiled_for is not self.model:
-            self._stats_fn = _build_stats_fn(self.model, self._layers)
-            self._compiled_for = self.model
         self._rows = []
         self._reporter.reset()
         self._step = 0
-        diagnostics.sync_jax_state(self.model)
-        self._snapshot = _copy([v.value for v in self.model.trainable_variables])
         self._previous_epoch_mean = None
+        self._layers = None
+        if self.model.built:
+            self._resolve_layers()
         self._tap = diagnostics.BatchTap.attach(self.model) if self._probe is None else None
         self._writer = None
         if self.log_dir is not None:
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(os.fspath(self.log_dir))
+
+    def _resolve_layers(self):
+        # A subclassed model is built by its first training step: then this runs at the
+        # first sample, and the first update ratio is nan (no weights from before).
+        self._layers = diagnostics.require_trainable_layers(self.model, "GradientMonitor")
+        self._layer_names = [layer.name for layer in self._layers]
+        if self._compiled_for is not self.model:
+            self._stats_fn = _build_stats_fn(self.model, self._layers)
+            self._compiled_for = self.model
+        diagnostics.sync_jax_state(self.model)
+        self._snapshot = _copy([v.value for v in self.model.trainable_variables])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -248,6 +255,9 @@ class GradientMonitor(keras.callbacks.Callback):
             x, y, sample_weight = diagnostics.unpack_batch(self._tap.batch)
         else:
             return
+        first = self._layers is None
+        if first:
+            self._resolve_layers()
         diagnostics.sync_jax_state(self.model)
         values = [v.value for v in self.model.trainable_variables]
         stats, grads = self._stats_fn(
@@ -263,6 +273,8 @@ class GradientMonitor(keras.callbacks.Callback):
             stats[:n], stats[n:2 * n], stats[2 * n:3 * n], stats[3 * n]
         )
         update_ratio = delta_norm / np.maximum(weight_norm, np.finfo("float32").tiny)
+        if first:
+            update_ratio[:] = np.nan
         self._rows.append(
             np.concatenate([[self._step, self._epoch, loss], grad_norm, update_ratio])
         )

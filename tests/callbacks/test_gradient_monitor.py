@@ -229,3 +229,23 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     assert capsys.readouterr().out.count("GradientMonitor epoch") == 2
     _mlp().fit(X, Y, epochs=1, verbose=0, callbacks=[GradientMonitor()])
     assert capsys.readouterr().out == ""
+
+
+class Subclassed(keras.Model):  # no leading "_": TF rejects such model names
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(4, "relu", name="hidden")
+        self.out = keras.layers.Dense(2, "softmax", name="out")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_subclassed_model_is_resolved_at_its_first_sample():
+    model = Subclassed()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    monitor = GradientMonitor(every_n_batches=1)
+    model.fit(X, Y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history["layers"] == ["hidden", "out"]
+    assert np.all(np.isnan(monitor.history["update_ratio"][0]))
+    assert np.all(monitor.history["update_ratio"][1:] > 0)
