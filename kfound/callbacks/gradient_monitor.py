@@ -1,5 +1,6 @@
 import math
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -57,9 +58,10 @@ class GradientMonitor(keras.callbacks.Callback):
     instead, which makes samples comparable across training.
 
     **Cost.** On batches that are not sampled, the monitor does a counter increment. A
-    sample runs one compiled forward and backward pass (built once per model; BatchNorm
-    statistics and metrics are left untouched) and reads back `3 * layers + 1` floats.
-    The update ratio keeps one device copy of the trainable weights.
+    sample runs one compiled forward and backward pass (compiled once per model and shared
+    by later monitors of it; BatchNorm statistics and metrics are left untouched) and reads
+    back `3 * layers + 1` floats. The update ratio keeps one device copy of the trainable
+    weights, per model.
 
     The epoch logs get `grad_norm/<layer name>`: the mean over the epoch's samples. Put the
     monitor before `CSVLogger` in `callbacks=` so the logger sees these keys (`History`
@@ -154,7 +156,6 @@ class GradientMonitor(keras.callbacks.Callback):
         self.verbose = verbose
         self._probe = diagnostics.split_probe(probe_data, need_y=True)
         self._reporter = diagnostics.Reporter(self, GradientWarning)
-        self._compiled_for = None
         self._rows = []
         self._layer_names = []
 
@@ -199,11 +200,9 @@ class GradientMonitor(keras.callbacks.Callback):
         # first sample, and the first update ratio is nan (no weights from before).
         self._layers = diagnostics.require_trainable_layers(self.model, "GradientMonitor")
         self._layer_names = [layer.name for layer in self._layers]
-        if self._compiled_for is not self.model:
-            self._stats_fn = _build_stats_fn(self.model, self._layers)
-            self._compiled_for = self.model
+        self._stats_fn = _stats_fn(self.model, self._layers)
         diagnostics.sync_jax_state(self.model)
-        self._snapshot = _copy([v.value for v in self.model.trainable_variables])
+        self._stats_fn.reset_snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -244,7 +243,6 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self._snapshot = None
 
     # -- Sampling -------------------------------------------------------------------------
 
@@ -259,14 +257,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if first:
             self._resolve_layers()
         diagnostics.sync_jax_state(self.model)
-        values = [v.value for v in self.model.trainable_variables]
-        stats, grads = self._stats_fn(
-            values,
-            [v.value for v in self.model.non_trainable_variables],
-            [v.value for v in self.model.metrics_variables],
-            self._snapshot, x, y, sample_weight, self._writer is not None,
-        )
-        self._snapshot = _copy(values)
+        stats, grads = self._stats_fn(x, y, sample_weight, self._writer is not None)
         stats = keras.ops.convert_to_numpy(stats).astype("float64")
         n = len(self._layer_names)
         grad_norm, weight_norm, delta_norm, loss = (
@@ -412,11 +403,6 @@ def _ratio(first, last):
     return float(first / last) if last > 0 else math.inf
 
 
-def _copy(values):
-    # A real copy on both backends: JAX's jitted train step donates the weights' buffers.
-    return [keras.ops.copy(v) for v in values]
-
-
 def _layer_index(model, layers):
     owner = {}
     for i, layer in enumerate(layers):
@@ -449,8 +435,9 @@ def _layer_grads(grads, index, n_layers):
     return [ops.concatenate(parts) for parts in flat]
 
 
-def _loss_fn(model):
+def _loss_fn(model_ref):
     def loss_fn(trainable, non_trainable, metrics, x, y, sample_weight):
+        model = model_ref()
         kwargs = {"training": True} if model._call_has_training_arg else {}
         y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, **kwargs)
         loss, _ = model.stateless_compute_loss(
@@ -462,27 +449,82 @@ def _loss_fn(model):
     return loss_fn
 
 
-def _build_stats_fn(model, layers):
-    """Compiles, once per model, `(values, ...) -> (stats vector, per-layer gradients)`."""
-    backend = keras.backend.backend()
+# One compiled function per model, shared by every monitor of that model, so a fresh monitor
+# per `fit` does not retrace. The functions hold the model weakly, so the cache frees it.
+_STATS_FNS = weakref.WeakKeyDictionary()
+
+
+def _stats_fn(model, layers):
     index = _layer_index(model, layers)
-    n = len(layers)
-    loss_fn = _loss_fn(model)
+    signature = (tuple(id(v) for v in model.trainable_variables), tuple(index))
+    cached = _STATS_FNS.get(model)
+    if cached is None or cached[0] != signature:
+        cached = _STATS_FNS[model] = (signature, _build_stats_fn(model, index, len(layers)))
+    return cached[1]
+
+
+def _build_stats_fn(model, index, n):
+    backend = keras.backend.backend()
     if backend == "tensorflow":
+        return _TFStats(model, index, n)
+    if backend == "jax":
+        return _JAXStats(model, index, n)
+    raise ValueError(f"Unsupported backend. Received: backend={backend!r}")
+
+
+class _TFStats:
+    """One `tf.function` reading the weights itself; the snapshot lives in TF variables.
+
+    Everything but the batch stays in the graph, so a sample costs one function call and one
+    read-back of `3 * layers + 1` floats.
+    """
+
+    def __init__(self, model, index, n):
         import tensorflow as tf
 
-        def compute(values, non_trainable, metrics, snapshot, x, y, sample_weight, with_grads):
+        model_ref = weakref.ref(model)
+        loss_fn = _loss_fn(model_ref)
+        trainable = list(model.trainable_variables)
+        self._trainable = trainable
+        self._snapshot = [
+            tf.Variable(v.value, trainable=False, name="gradient_monitor_snapshot")
+            for v in trainable
+        ]
+
+        def compute(x, y, sample_weight, with_grads):
+            model = model_ref()
+            values = [v.value for v in trainable]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            metrics = [v.value for v in model.metrics_variables]
             with tf.GradientTape() as tape:
                 tape.watch(values)
                 loss = loss_fn(values, non_trainable, metrics, x, y, sample_weight)
             grads = tape.gradient(loss, values)
-            stats = _stats(values, grads, snapshot, loss, index, n)
+            stats = _stats(values, grads, self._snapshot, loss, index, n)
+            with tf.control_dependencies([stats]):
+                for old, value in zip(self._snapshot, values, strict=True):
+                    old.assign(value)
             return stats, (_layer_grads(grads, index, n) if with_grads else None)
 
-        compiled = tf.function(compute, reduce_retracing=True)
-        return lambda *args: compiled(*args[:-1], with_grads=args[-1])
-    if backend == "jax":
+        self._compute = tf.function(compute, reduce_retracing=True)
+
+    def reset_snapshot(self):
+        for old, variable in zip(self._snapshot, self._trainable, strict=True):
+            old.assign(variable.value)
+
+    def __call__(self, x, y, sample_weight, with_grads):
+        return self._compute(x, y, sample_weight, with_grads=with_grads)
+
+
+class _JAXStats:
+    """`jax.jit(jax.value_and_grad(...))` over `model.stateless_call`; the snapshot is a copy
+    (the jitted train step donates the weights' buffers, so keeping them is not enough)."""
+
+    def __init__(self, model, index, n):
         import jax
+
+        self._model_ref = weakref.ref(model)
+        loss_fn = _loss_fn(self._model_ref)
 
         def compute(values, non_trainable, metrics, snapshot, x, y, sample_weight, with_grads):
             loss, grads = jax.value_and_grad(loss_fn)(
@@ -491,5 +533,22 @@ def _build_stats_fn(model, layers):
             stats = _stats(values, grads, snapshot, loss, index, n)
             return stats, (_layer_grads(grads, index, n) if with_grads else None)
 
-        return jax.jit(compute, static_argnums=7)
-    raise ValueError(f"Unsupported backend. Received: backend={backend!r}")
+        self._compute = jax.jit(compute, static_argnums=7)
+
+    def _values(self):
+        return [v.value for v in self._model_ref().trainable_variables]
+
+    def reset_snapshot(self):
+        self._snapshot = [keras.ops.copy(v) for v in self._values()]
+
+    def __call__(self, x, y, sample_weight, with_grads):
+        model = self._model_ref()
+        values = self._values()
+        result = self._compute(
+            values,
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in model.metrics_variables],
+            self._snapshot, x, y, sample_weight, with_grads,
+        )
+        self._snapshot = [keras.ops.copy(v) for v in values]
+        return result
