@@ -128,6 +128,7 @@ def run_variant(variant, data, args, output):
         "final_val_accuracy": val_accuracy[-1],
         "epochs_to_target": reached[0] if reached else None,
         "diagnoses": sorted({p["kind"] for p in gradients.problems + activations.problems}),
+        "findings": [p["message"] for p in gradients.problems + activations.problems],
         "max_symmetric_fraction": float(np.nanmax(activations.history["symmetric_fraction"])),
         "val_accuracy": val_accuracy,
     }

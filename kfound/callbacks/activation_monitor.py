@@ -1,4 +1,5 @@
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -139,7 +140,6 @@ class ActivationMonitor(keras.callbacks.Callback):
         self.verbose = verbose
         self._probe = diagnostics.split_probe(probe_data, need_y=False)
         self._reporter = diagnostics.Reporter(self, ActivationWarning)
-        self._built_for = None
         self._rows = []
         self._layer_names = []
 
@@ -173,9 +173,7 @@ class ActivationMonitor(keras.callbacks.Callback):
         diagnostics.require_trainable_layers(model, "ActivationMonitor")
         if self._probe is not None:
             diagnostics.check_probe_shape(model, self._probe[0])
-        if self._built_for is not model:
-            self._build_probe_model(model)
-            self._built_for = model
+        self._build_probe_model(model)
         self._rows = []
         self._reporter.reset()
         self._step = 0
@@ -221,21 +219,11 @@ class ActivationMonitor(keras.callbacks.Callback):
             layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
         ]
         self._layer_names = [layer.name for layer in self._layers]
-        tensors, slots = [], {}
-
-        def slot(tensor):
-            if id(tensor) not in slots:
-                slots[id(tensor)] = len(tensors)
-                tensors.append(tensor)
-            return slots[id(tensor)]
-
-        self._output_slots = [slot(layer.output) for layer in self._layers]
-        self._input_slots = [
-            slot(layer.input) if not isinstance(layer.input, (list, tuple, dict)) else None
-            for layer in self._layers
-        ]
-        self._probe_model = keras.Model(model.inputs, tensors, name=f"{model.name}_probe")
         self._kinds = [_activation_kind(layer) for layer in self._layers]
+        cached = _PROBE_MODELS.get(model)
+        if cached is None or cached[0] != self._layer_names:
+            cached = _PROBE_MODELS[model] = (self._layer_names, *_probe_model(model, self._layers))
+        _, self._probe_model, self._output_slots, self._input_slots = cached
 
     def _sample(self, epoch_end):
         diagnostics.sync_jax_state(self.model)
@@ -354,6 +342,30 @@ class ActivationMonitor(keras.callbacks.Callback):
         figure.suptitle("Per-layer activation statistics on the probe batch")
         io_utils.save_figure(figure, path, dpi=100)
         return path
+
+
+# One probe model per model, shared by later monitors of it, so that a fresh monitor per
+# `fit` does not build and trace it again. It holds the layers, not the model.
+_PROBE_MODELS = weakref.WeakKeyDictionary()
+
+
+def _probe_model(model, layers):
+    """A model from the inputs to every layer's input and output, each tensor once."""
+    tensors, slots = [], {}
+
+    def slot(tensor):
+        if id(tensor) not in slots:
+            slots[id(tensor)] = len(tensors)
+            tensors.append(tensor)
+        return slots[id(tensor)]
+
+    output_slots = [slot(layer.output) for layer in layers]
+    input_slots = [
+        slot(layer.input) if not isinstance(layer.input, (list, tuple, dict)) else None
+        for layer in layers
+    ]
+    probe = keras.Model(model.inputs, tensors, name=f"{model.name}_probe")
+    return probe, output_slots, input_slots
 
 
 def _activation_kind(layer):
