@@ -256,17 +256,25 @@ class ActivationMonitor(keras.callbacks.Callback):
         bias = getattr(layer, "bias", None)
         if bias is not None:
             parts.append(bias.numpy().reshape(1, n_units))
+        weights = np.concatenate(parts).astype("float64").T
+        # Units are twins when their incoming weights agree; their outputs on the probe are
+        # then compared too (a shared weight vector after, say, a gather layer may not be).
+        twins = self._groups(weights)
         if units.shape[-1] == n_units:
-            parts.append(units)
-        features = np.concatenate(parts).astype("float64").T
-        scale = max(np.max(np.abs(features)), np.finfo("float32").tiny)
+            twins &= self._groups(units.T.astype("float64"))
+        return float(np.mean(twins))
+
+    def _groups(self, rows):
+        """For each row, whether another row equals it up to `symmetry_tolerance`."""
+        scale = np.max(np.abs(rows), initial=0.0)
         if not np.isfinite(scale):
-            return np.nan
-        quantized = np.round(features / (scale * self.symmetry_tolerance))
-        _, inverse, counts = np.unique(
-            quantized, axis=0, return_inverse=True, return_counts=True
-        )
-        return float(np.mean(counts[inverse.reshape(-1)] > 1))
+            return np.zeros(len(rows), bool)
+        quantized = np.round(rows / max(scale * self.symmetry_tolerance, np.finfo("float64").tiny))
+        keys = [row.tobytes() for row in quantized]
+        counts = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        return np.array([counts[key] > 1 for key in keys])
 
     def _drift(self, i, values):
         if self._input_slots[i] is None:
