@@ -61,8 +61,8 @@ def bytes_per_sample(model, x, y, samples):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (default 4)")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds (default 8)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per fit (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 epochs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -85,10 +85,12 @@ def main(argv=None):
     for name in configs:
         timed_fit(name)  # warm-up: tracing and compilation, once per configuration
     ratios = {name: [] for name in configs if name != "none"}
-    for _ in range(args.rounds):
-        baseline = timed_fit("none")
+    for round_ in range(args.rounds):
+        # Reverse the order every other round, so a slow drift of the machine cancels out.
+        order = list(configs) if round_ % 2 == 0 else list(reversed(configs))
+        seconds = {name: timed_fit(name) for name in order}
         for name in ratios:
-            ratios[name].append(timed_fit(name) / baseline)
+            ratios[name].append(seconds[name] / seconds["none"])
     result = {name: round(statistics.median(r), 3) for name, r in ratios.items()}
     per_sample, layers = bytes_per_sample(model, x, y, samples=500)
     result["gradient_monitor_bytes_per_sample"] = round(per_sample, 1)

@@ -51,11 +51,13 @@ class GradientMonitor(keras.callbacks.Callback):
     Each finding is issued once per `fit` as a `GradientWarning` naming the layers, the
     numbers and the likely causes; `on_problem` says what happens next.
 
-    **Which batch.** Keras does not hand the batch to callbacks. With `probe_data=None`
-    the monitor wraps `model.train_function` during `fit` to keep a reference to the batch
-    being trained on (no copy, no host sync), and measures the gradient of that batch at
-    the weights right after its update. With `probe_data`, it measures a fixed batch
-    instead, which makes samples comparable across training.
+    **Which batch.** Keras does not hand the batch to callbacks. With `probe_data=None`,
+    for each step that will be sampled (and the first step of each epoch) the monitor wraps
+    `model.train_function` to keep a reference to the batch being trained on (no copy, no
+    host sync), and measures the gradient of that batch at the weights right after its
+    update. A sample at the end of an epoch without one uses the epoch's first batch.
+    With `probe_data`, it measures a fixed batch instead, which makes samples comparable
+    across training.
 
     **Cost.** On batches that are not sampled, the monitor does a counter increment. A
     sample runs one compiled forward and backward pass (compiled once per model and shared
@@ -188,7 +190,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self._layers = None
         if self.model.built:
             self._resolve_layers()
-        self._tap = diagnostics.BatchTap.attach(self.model) if self._probe is None else None
+        self._tap = None
+        self._batch = None
+        self._epoch_has_batch = False
         self._writer = None
         if self.log_dir is not None:
             import tensorflow as tf
@@ -207,9 +211,22 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._epoch_rows = len(self._rows)
+        self._epoch_has_batch = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Tap the batch only for steps that will be sampled, and for the first step of each
+        # epoch (the epoch-end sample needs one); other steps run Keras's own path untouched.
+        if self._probe is None and (
+            (self._step + 1) % self.every_n_batches == 0 or not self._epoch_has_batch
+        ):
+            self._tap = diagnostics.BatchTap.attach(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
+        if self._tap is not None:
+            self._batch = self._tap.batch
+            self._epoch_has_batch = True
+            self._release_tap()
         if self._step % self.every_n_batches == 0:
             self._sample()
 
@@ -237,20 +254,23 @@ class GradientMonitor(keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs=None):
-        if self._tap is not None:
-            self._tap.detach()
-            self._tap = None
+        self._release_tap()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
     # -- Sampling -------------------------------------------------------------------------
 
+    def _release_tap(self):
+        if self._tap is not None:
+            self._tap.detach()
+            self._tap = None
+
     def _sample(self):
         if self._probe is not None:
             x, y, sample_weight = self._probe
-        elif self._tap is not None and self._tap.batch is not None:
-            x, y, sample_weight = diagnostics.unpack_batch(self._tap.batch)
+        elif self._batch is not None:
+            x, y, sample_weight = diagnostics.unpack_batch(self._batch)
         else:
             return
         first = self._layers is None
