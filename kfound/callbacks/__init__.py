@@ -1,1 +1,6 @@
 """Training diagnostics callbacks."""
+
+from kfound.callbacks.activation_monitor import ActivationMonitor as ActivationMonitor
+from kfound.callbacks.diagnostics import ActivationWarning as ActivationWarning
+from kfound.callbacks.diagnostics import GradientWarning as GradientWarning
+from kfound.callbacks.gradient_monitor import GradientMonitor as GradientMonitor

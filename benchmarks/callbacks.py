@@ -1,0 +1,104 @@
+"""Overhead of GradientMonitor (and ActivationMonitor) on `fit`, measured side by side.
+
+A small CNN trains on scikit-learn's digits. In one process, fits without a monitor and with
+each monitor configuration alternate round after round (after one warm-up fit of each, which
+pays the one-off tracing), each with a fresh monitor as a user would write it. Each ratio is
+the median over rounds of `time(with) / time(without)` from the same round.
+
+Goals (issue 3): default settings <= 1.03, `every_n_batches=1` <= 1.5.
+
+Also measured: the bytes `GradientMonitor` holds per history sample (tracemalloc over many
+samples), which is all that grows with training.
+
+Prints one JSON line, for example:
+{"gradient_monitor_default": 1.01, "gradient_monitor_every_batch": 1.3, ...}
+"""
+
+import argparse
+import json
+import statistics
+import time
+import tracemalloc
+
+import keras
+import numpy as np
+
+from kfound import datasets
+from kfound.callbacks import ActivationMonitor, GradientMonitor
+
+
+def build_cnn():
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def bytes_per_sample(model, x, y, samples):
+    monitor = GradientMonitor(every_n_batches=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])  # warm up
+    steps = int(np.ceil(len(x) / 32))
+    epochs = int(np.ceil(samples / steps))
+    tracemalloc.start()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    before, _ = tracemalloc.get_traced_memory()
+    count_before = len(monitor.history["step"])
+    model.fit(x, y, batch_size=32, epochs=epochs + 1, verbose=0, callbacks=[monitor])
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    count_after = len(monitor.history["step"])
+    return (after - before) / (count_after - count_before), len(monitor.history["layers"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds (default 8)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per fit (default 3)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 epochs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs = 2, 2
+    keras.utils.set_random_seed(0)
+    (x, y), _ = datasets.load_digits(images=True)
+    model = build_cnn()
+    configs = {
+        "none": lambda: [],
+        "gradient_monitor_default": lambda: [GradientMonitor()],
+        "gradient_monitor_every_batch": lambda: [GradientMonitor(every_n_batches=1)],
+        "activation_monitor_default": lambda: [ActivationMonitor(probe_data=x[:256])],
+    }
+
+    def timed_fit(name):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=32, epochs=args.epochs, verbose=0, callbacks=configs[name]())
+        return time.perf_counter() - start
+
+    for name in configs:
+        timed_fit(name)  # warm-up: tracing and compilation, once per configuration
+    ratios = {name: [] for name in configs if name != "none"}
+    for round_ in range(args.rounds):
+        # Reverse the order every other round, so a slow drift of the machine cancels out.
+        order = list(configs) if round_ % 2 == 0 else list(reversed(configs))
+        seconds = {name: timed_fit(name) for name in order}
+        for name in ratios:
+            ratios[name].append(seconds[name] / seconds["none"])
+    result = {name: round(statistics.median(r), 3) for name, r in ratios.items()}
+    per_sample, layers = bytes_per_sample(model, x, y, samples=500)
+    result["gradient_monitor_bytes_per_sample"] = round(per_sample, 1)
+    result["layers"] = layers
+    result["steps_per_epoch"] = int(np.ceil(len(x) / 32))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

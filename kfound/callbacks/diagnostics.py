@@ -1,0 +1,191 @@
+"""What the training-diagnostics callbacks share: warning classes, argument checks, the
+probe batch and the `on_problem` policy."""
+
+import itertools
+import warnings
+
+import keras
+import numpy as np
+
+ON_PROBLEM = ("warn", "stop", "raise")
+
+
+class GradientWarning(UserWarning):
+    """A finding of `GradientMonitor`: vanishing, exploding or non-finite gradients.
+
+    With `on_problem="raise"` the monitor raises it as an exception, so one
+    `except GradientWarning` (or a `warnings` filter) handles both modes.
+    """
+
+
+class ActivationWarning(UserWarning):
+    """A finding of `ActivationMonitor`: dead ReLUs, saturated units or symmetric units."""
+
+
+def check_every_n_batches(value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        expected = "a positive integer or None" if allow_none else "a positive integer"
+        raise ValueError(
+            f"Argument `every_n_batches` must be {expected}. Received: every_n_batches={value!r}"
+        )
+
+
+def check_on_problem(value):
+    if value not in ON_PROBLEM:
+        raise ValueError(
+            f"Argument `on_problem` must be one of {ON_PROBLEM}. Received: on_problem={value!r}"
+        )
+
+
+def check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"Argument `{name}` must be a positive number. Received: {name}={value!r}")
+
+
+def trainable_layers(model):
+    """The layers that own trainable weights, in forward order, nested models flattened."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(trainable_layers(layer))
+        elif layer.trainable_weights:
+            found.append(layer)
+    if not found and model.trainable_weights:
+        # A subclassed model that owns its weights directly.
+        found.append(model)
+    return found
+
+
+def require_trainable_layers(model, callback_name):
+    layers = trainable_layers(model)
+    if not layers:
+        raise ValueError(
+            f"{callback_name} needs a model with at least one trainable layer, but model "
+            f"'{model.name}' has no trainable weights. Received: model={model.name!r}"
+        )
+    return layers
+
+
+def split_probe(probe_data, need_y):
+    """Checks `probe_data` and returns `(x, y, sample_weight)` as backend tensors."""
+    if probe_data is None:
+        return None
+    if _is_tf_dataset(probe_data):
+        probe_data = next(iter(probe_data))
+    if isinstance(probe_data, list):
+        probe_data = tuple(probe_data)
+    if not isinstance(probe_data, tuple):
+        probe_data = (probe_data,)
+    if not 1 <= len(probe_data) <= 3 or (need_y and len(probe_data) < 2):
+        expected = "(x, y) or (x, y, sample_weight)" if need_y else "x, (x, y) or (x, y, w)"
+        raise ValueError(
+            f"Argument `probe_data` must be {expected}, as arrays or a tf.data.Dataset of "
+            f"such batches. Received: probe_data={_describe(probe_data)}"
+        )
+    x, y, sample_weight = (tuple(probe_data) + (None, None))[:3]
+    return tuple(
+        None if t is None else keras.ops.convert_to_tensor(t) for t in (x, y, sample_weight)
+    )
+
+
+def check_probe_shape(model, x, argument="probe_data"):
+    """Raises a ValueError when `x` cannot feed `model` (batch axis excluded)."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        return
+    expected = tuple(inputs[0].shape[1:])
+    received = tuple(x.shape[1:])
+    compatible = len(expected) == len(received) and all(
+        e is None or e == r for e, r in zip(expected, received, strict=True)
+    )
+    if not compatible:
+        raise ValueError(
+            f"Argument `{argument}` must match the model's input shape "
+            f"{(None,) + expected}. Received: {argument}=<x of shape {tuple(x.shape)}>"
+        )
+
+
+def _is_tf_dataset(value):
+    return type(value).__module__.startswith("tensorflow") and hasattr(value, "element_spec")
+
+
+def _describe(value):
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_describe(v) for v in value) + ")"
+    shape = getattr(value, "shape", None)
+    return f"<array of shape {tuple(shape)}>" if shape is not None else repr(value)
+
+
+def sync_jax_state(model):
+    """On JAX, fit keeps the weights outside the model; write them back before reading."""
+    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None) is not None:
+        model.jax_state_sync()
+
+
+class Reporter:
+    """Issues each kind of finding once per `fit`, then applies the `on_problem` policy."""
+
+    def __init__(self, callback, category):
+        self.callback = callback
+        self.category = category
+        self.problems = []
+        self._seen = set()
+
+    def reset(self):
+        self.problems = []
+        self._seen = set()
+
+    def report(self, kind, message, **details):
+        if kind in self._seen:
+            return
+        self._seen.add(kind)
+        self.problems.append({"kind": kind, "message": message, **details})
+        policy = self.callback.on_problem
+        if policy == "raise":
+            raise self.category(message)
+        warnings.warn(message, self.category, stacklevel=3)
+        if policy == "stop":
+            self.callback.model.stop_training = True
+
+
+class BatchTap:
+    """Keeps a reference to the batch `fit` is training on, for the callbacks that need it.
+
+    Keras does not hand the batch to callbacks. While installed, the tap wraps
+    `model.train_function` (which takes the epoch's iterator on every backend), pulls the
+    next batch itself, remembers it and hands the same batch on, so training is unchanged.
+    It costs one Python call per step and holds one batch: no copy and no host sync.
+    Several monitors on one model share one tap (reference counted).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.inner = model.train_function
+        self.batch = None
+        self.users = 0
+
+    @classmethod
+    def attach(cls, model):
+        tap = model.train_function
+        if not isinstance(tap, cls):
+            tap = cls(model)
+            model.train_function = tap
+        tap.users += 1
+        return tap
+
+    def detach(self):
+        self.users -= 1
+        if self.users <= 0 and self.model.train_function is self:
+            self.model.train_function = self.inner
+
+    def __call__(self, *args):
+        # TensorFlow calls `train_function(iterator)`, JAX `train_function(state, iterator)`.
+        *head, iterator = args
+        self.batch = next(iterator)
+        return self.inner(*head, itertools.chain([self.batch], iterator))
+
+
+def unpack_batch(batch):
+    return keras.utils.unpack_x_y_sample_weight(batch)
