@@ -88,6 +88,20 @@ def test_augmentation_keeps_shapes():
     assert loaded.augmented and next(iter(loaded.train))[0].shape[1:] == (16, 16, 3)
 
 
+def test_augmentation_includes_pca_lighting_only_in_training():
+    augment = data.augmentation_layers(flip=None, rotation=0, zoom=0, contrast=0, seed=1)
+    assert [type(layer).__name__ for layer in augment.layers] == ["RandomPCALighting"]
+    images = tf.fill((2, 4, 4, 3), 128.0)
+    shifted = augment(images, training=True).numpy()
+    assert not np.allclose(shifted, 128.0)
+    # One RGB offset per image, the same at every pixel.
+    assert np.allclose(shifted, shifted[:, :1, :1, :])
+    assert np.array_equal(augment(images, training=False).numpy(), images.numpy())
+    assert data.augmentation_layers(pca_lighting=0).layers[-1].__class__.__name__ != (
+        "RandomPCALighting"
+    )
+
+
 def _one_class(tmp_path):
     write_image_folder(tmp_path / "one", per_class=3, corrupt=False)
     shutil.rmtree(tmp_path / "one" / "flower")
