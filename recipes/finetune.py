@@ -139,8 +139,8 @@ def build_parser():
                         help="first backbone layer to unfreeze: a name, an index, or a "
                              "fraction of depth such as 0.5 (default: the whole backbone)")
     parser.add_argument("--augment", action="store_true",
-                        help="random flip, rotation, zoom and contrast (turns feature "
-                             "caching off)")
+                        help="random flip, rotation, zoom, contrast and PCA lighting (turns "
+                             "feature caching off)")
     parser.add_argument("--balance", action="store_true",
                         help="resample so every class is equally likely (label shuffle)")
     parser.add_argument("--no-cache-features", action="store_true",
