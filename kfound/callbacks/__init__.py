@@ -1,1 +1,2 @@
 """Training diagnostics callbacks."""
+from kfound.callbacks.epoch_timer import EpochTimer  # noqa: F401
