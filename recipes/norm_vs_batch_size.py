@@ -33,6 +33,7 @@ python recipes/norm_vs_batch_size.py
 """
 
 import argparse
+import math
 import statistics
 
 import keras
@@ -100,37 +101,44 @@ def run_one(data, normalization, batch_size, args, seed):
 ## The verdict
 
 BatchNorm "degrades at very small batches" when its error at the smallest batch exceeds its
-best error by more than the spread across seeds; GroupNorm is "stable" when its errors across
-batch sizes stay within `--stable-band` (absolute, default 2 points) of each other; the claim
-as a whole holds when both do and GroupNorm beats BatchNorm at the smallest batch.
+best error by more than twice the noise, the larger of the spread across seeds and the
+binomial standard error `sqrt(p (1 - p) / n)` of an error rate `p` measured on `n` validation
+examples (with one seed on 450 digits, one misclassified digit is 0.22 points). GroupNorm is
+"stable" when its errors across batch sizes stay within `--stable-band` (absolute, default 2
+points). The claim holds when BatchNorm degrades, GroupNorm is stable and GroupNorm beats
+BatchNorm at the smallest batch; it is not confirmed when BatchNorm does not degrade (the
+claim's core), and holds only under conditions otherwise.
 """
 
 
-def verdict_for(rows, batch_sizes, stable_band):
+def verdict_for(rows, batch_sizes, stable_band, validation_size):
     def errors(norm):
         return {r["batch_size"]: r for r in rows if r["normalization"] == norm}
 
     bn, gn = errors("batch"), errors("group")
     small = batch_sizes[0]
     bn_best = min(r["val_error"] for r in bn.values())
-    spread = max([r["val_sd"] for r in bn.values()] + [0.0])
-    bn_degrades = bn[small]["val_error"] - bn_best > max(spread, 1e-9)
+    spread = max(r["val_sd"] for r in bn.values())
+    binomial = math.sqrt(max(bn_best * (1 - bn_best), 1e-12) / validation_size)
+    noise = max(spread, binomial)
+    bn_gap = bn[small]["val_error"] - bn_best
+    bn_degrades = bn_gap > 2 * noise
     gn_values = [r["val_error"] for r in gn.values()]
     gn_stable = max(gn_values) - min(gn_values) <= stable_band
     gn_wins = gn[small]["val_error"] < bn[small]["val_error"]
     if bn_degrades and gn_stable and gn_wins:
         status = "confirmed"
-    elif bn_degrades or gn_stable:
-        status = "holds only under conditions"
-    else:
+    elif not bn_degrades:
         status = "not confirmed"
+    else:
+        status = "holds only under conditions"
     return (
         f"{status}: at batch {small} BatchNorm {bn[small]['val_error']:.2%} vs GroupNorm "
         f"{gn[small]['val_error']:.2%} validation error (Wu & He, ResNet-50/ImageNet: 34.7% vs "
-        f"24.1%); BatchNorm's best is {bn_best:.2%}, so it "
-        f"{'degrades' if bn_degrades else 'does not degrade'} by "
-        f"{bn[small]['val_error'] - bn_best:.2%} at batch {small}; GroupNorm spans "
-        f"{min(gn_values):.2%}-{max(gn_values):.2%} across batch sizes "
+        f"24.1%); BatchNorm's batch-{small} error is {bn_gap:.2%} above its best "
+        f"({bn_best:.2%}), {'more' if bn_degrades else 'less'} than twice the noise "
+        f"({noise:.2%}), so it {'degrades' if bn_degrades else 'does not measurably degrade'}; "
+        f"GroupNorm spans {min(gn_values):.2%}-{max(gn_values):.2%} across batch sizes "
         f"({'stable' if gn_stable else 'not stable'} within {stable_band:.0%})."
     )
 
@@ -188,7 +196,7 @@ def main(argv=None):
                      "train_loss": statistics.median(r["train_loss"] for r in runs_),
                      "epoch_time_s": statistics.median(r["epoch_time"] for r in runs_)})
     has_both = {"batch", "group"} <= set(args.normalizations)
-    verdict = (verdict_for(rows, batch_sizes, args.stable_band) if has_both
+    verdict = (verdict_for(rows, batch_sizes, args.stable_band, len(data[1][0])) if has_both
                else "not confirmed: run both batch and group normalization to test the claim")
     print(runs.format_table(rows))
     print(f"verdict: {verdict}")

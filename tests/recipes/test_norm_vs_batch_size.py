@@ -33,10 +33,11 @@ def test_verdict_reads_the_numbers():
     verdict_for = _load().verdict_for
     rows = [_row("batch", 2, 0.30), _row("batch", 32, 0.05),
             _row("group", 2, 0.06), _row("group", 32, 0.05)]
-    assert verdict_for(rows, [2, 32], 0.02).startswith("confirmed")
-    rows = [_row("batch", 2, 0.05), _row("batch", 32, 0.05),
-            _row("group", 2, 0.10), _row("group", 32, 0.05)]
-    assert verdict_for(rows, [2, 32], 0.02).startswith("not confirmed")
-    rows = [_row("batch", 2, 0.05), _row("batch", 32, 0.05),
-            _row("group", 2, 0.06), _row("group", 32, 0.05)]
-    assert verdict_for(rows, [2, 32], 0.02).startswith("holds only under conditions")
+    assert verdict_for(rows, [2, 32], 0.02, 450).startswith("confirmed")
+    # Two digits of 450 (0.44 points) is within twice the binomial noise of a 0.44% error.
+    rows = [_row("batch", 2, 0.0089), _row("batch", 32, 0.0044),
+            _row("group", 2, 0.0133), _row("group", 32, 0.0067)]
+    assert verdict_for(rows, [2, 32], 0.02, 450).startswith("not confirmed")
+    rows = [_row("batch", 2, 0.30), _row("batch", 32, 0.05),
+            _row("group", 2, 0.20), _row("group", 32, 0.05)]
+    assert verdict_for(rows, [2, 32], 0.02, 450).startswith("holds only under conditions")
