@@ -1,0 +1,31 @@
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "backprop_by_hand.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("backprop_by_hand", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backprop_by_hand_reproduces_the_books_numbers(tmp_path, capsys):
+    report = _load().main(["--smoke", "--output", str(tmp_path)])
+    for name in ("args.json", "report.json", "gradients.png"):
+        assert (tmp_path / name).is_file()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["verdict"].startswith("confirmed")
+    assert saved["errors"]["E_total"] == pytest.approx(0.298371109, abs=5e-10)
+    assert saved["gradients_by_hand"]["w5"] == pytest.approx(0.082167041, abs=5e-10)
+    assert saved["weights_after_step_by_hand"]["w5"] == pytest.approx(0.35891648, abs=5e-9)
+    assert saved["weights_after_step_by_hand"]["w1"] == pytest.approx(0.149780716, abs=5e-10)
+    assert saved["max_gradient_difference"] < 1e-9
+    assert saved["max_step_difference"] < 1e-9
+    assert all(row["matches"] for row in saved["book_check"])
+    assert report["error_after_step"] == pytest.approx(0.291027774, abs=5e-10)
+    assert "verdict: confirmed" in capsys.readouterr().out

@@ -1,0 +1,35 @@
+import importlib.util
+import json
+import pathlib
+
+RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "conv_output_size.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("conv_output_size", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_output_size_matches_keras_and_the_books_examples(tmp_path, capsys):
+    _load().main(["--smoke", "--output", str(tmp_path)])
+    for name in ("args.json", "report.json", "conv_output_size.png"):
+        assert (tmp_path / name).is_file()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["configurations"] > 50
+    assert report["matches"] == report["configurations"]
+    assert report["non_integer_cases"] > 0
+    assert report["verdict"].startswith("holds only under conditions")
+    examples = {row["example"]: row for row in report["book_examples"]}
+    assert examples["5x5, 3x3, stride 1"]["keras"] == "3x3"
+    assert examples["5x5, 3x3, stride 2"]["keras"] == "2x2"
+    assert examples["7x7x3, P=1, stride 2 (literal)"]["keras"] == "4x4x2"
+    assert examples["5x5x3, P=1, stride 2 (the figure)"]["keras"] == "3x3x2"
+    assert examples["7x7x3 already padded, P=0, stride 2"]["keras"] == "3x3x2"
+    assert {row["parameters"] for row in report["book_examples"][2:]} == {56}
+    same = {(r["W1"], r["S"]): (r["before"], r["after"], r["W2"])
+            for r in report["keras_same_padding"]}
+    assert same[(6, 2)] == (0, 1, 3)
+    assert same[(7, 2)] == (1, 1, 4)
+    assert "verdict: holds only under conditions" in capsys.readouterr().out
