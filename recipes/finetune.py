@@ -85,7 +85,7 @@ and a path loads a weights file (with or without its classification top).
 """
 
 STATES = ("predict", "head", "full", "all")
-TRAIN_PER_CLASS = 3  # labelled images per class of the embedded target task
+TRAIN_PER_CLASS = 5  # labelled images per class of the embedded target task
 TRAINED = ("head", "full", "scratch")
 
 """
