@@ -576,9 +576,9 @@ def pretrain_small_backbone(
     start = time.perf_counter()
     classifier.model.fit(rgb(x), y, batch_size=batch_size, epochs=epochs, verbose=0)
     _, accuracy = classifier.model.evaluate(rgb(x_val), y_val, verbose=0)
-    log(f"source task: pretrained {SMALL_BACKBONE} on the 10 digits of half A ({len(x)} images, {epochs} "
-        f"epochs, {time.perf_counter() - start:.1f}s): val accuracy {accuracy:.3f}; "
-        f"cached at {path}")
+    log(f"source task: pretrained {SMALL_BACKBONE} on the 10 digits of half A ({len(x)} "
+        f"images, {epochs} epochs, {time.perf_counter() - start:.1f}s): "
+        f"val accuracy {accuracy:.3f}; cached at {path}")
     io_utils.save_model(classifier.backbone, path)
     return path
 
