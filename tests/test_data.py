@@ -93,7 +93,7 @@ def test_balance_makes_classes_equally_likely():
 
 def test_balanced_pipeline_keeps_the_epoch_length():
     loaded = data.load_image_data("embedded", image_size=8, batch_size=5, balance=True,
-                                  train_per_class=2)
+                                  train_per_class=5)
     assert sum(int(y.shape[0]) for _, y in loaded.train) == 10
 
 
