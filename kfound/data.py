@@ -17,8 +17,9 @@ Dataset specifications (`load_image_data(spec, ...)`):
 - `"folder:PATH"`: one sub-folder per class (the `image_dataset_from_directory`
   convention), or `PATH/train` and `PATH/val` each laid out that way. Corrupt and
   non-image files are skipped and counted in `ImageData.skipped_files`.
-- `"embedded"`: the target task of the offline demo, scikit-learn's handwritten digits
-  5-9 with a small labelled training set (see `embedded_digits`).
+- `"embedded"`: the target task of the offline demo, the parity ("even"/"odd") of half
+  of scikit-learn's handwritten digits, with a small labelled training set (see
+  `embedded_digits`).
 """
 
 import dataclasses
@@ -116,7 +117,7 @@ def load_image_data(
 
     >>> data = load_image_data("embedded", image_size=16)
     >>> data.class_names, data.train_examples
-    (['5', '6', '7', '8', '9'], 50)
+    (['even', 'odd'], 20)
     """
     _check_positive_int("image_size", image_size)
     _check_positive_int("batch_size", batch_size)
@@ -278,20 +279,26 @@ def augmentation_layers(
 
 
 def embedded_digits(task, train_per_class=10, seed=0):
-    """The offline transfer-learning tasks, both from scikit-learn's bundled digits.
+    """The offline transfer-learning tasks, on two disjoint halves of scikit-learn's digits.
 
-    - `"source"`: digits 0-4, for pretraining a backbone; three quarters train, one
-      quarter validation.
-    - `"target"`: digits 5-9 (labels 0-4, class names `"5"`..`"9"`), with only
-      `train_per_class` labelled training images per class; every other 5-9 image is the
-      validation set. A small labelled set is the regime where pretraining matters
-      (seed §3.7.2).
+    The 1,797 digit images are split into two disjoint halves, stratified by digit
+    (`seed` picks the split). The tasks differ in both their images and their labels, as
+    ImageNet pretraining and a new dataset do:
+
+    - `"source"`: classify the ten digits (class names `"0"`..`"9"`) on half A, for
+      pretraining a backbone; three quarters of A train, one quarter is validation.
+    - `"target"`: a new label space on half B, the digit's parity (labels 0 and 1, class
+      names `"even"` and `"odd"`), with only `train_per_class` labelled training images per
+      class; every other image of B is the validation set. A small labelled set is the
+      regime where pretraining matters (seed §3.7.2). Parity is a function of the digit,
+      so what transfers is a representation that separates digits, reused for a label
+      space the backbone never saw, on images it never saw.
 
     Args:
         task: `"source"` or `"target"`.
         train_per_class: labelled training images per class of the target task.
             Defaults to `10`.
-        seed: the seed of the split. Defaults to `0`.
+        seed: the seed of the splits. Defaults to `0`.
 
     Returns:
         `((x_train, y_train), (x_val, y_val), class_names)`, with `x` float32 in `[0, 1]`
@@ -299,26 +306,38 @@ def embedded_digits(task, train_per_class=10, seed=0):
     """
     from kfound.datasets import load_digits
 
-    (x_a, y_a), (x_b, y_b) = load_digits(validation_fraction=0.25, seed=seed)
-    if task == "source":
-        keep_a, keep_b = y_a < 5, y_b < 5
-        return (x_a[keep_a], y_a[keep_a]), (x_b[keep_b], y_b[keep_b]), [str(d) for d in range(5)]
-    if task != "target":
+    if task not in ("source", "target"):
         raise ValueError(f"Argument `task` must be 'source' or 'target'. Received: task={task!r}")
-    _check_positive_int("train_per_class", train_per_class)
-    x = np.concatenate([x_a, x_b])
-    y = np.concatenate([y_a, y_b])
+    if task == "target":
+        _check_positive_int("train_per_class", train_per_class)
+    (x_a, y_a), (x_b, y_b) = load_digits(validation_fraction=0.5, seed=seed)
     rng = np.random.default_rng(seed)
+    if task == "source":
+        order = rng.permutation(len(x_a))
+        cut = (3 * len(x_a)) // 4
+        train_idx, val_idx = np.sort(order[:cut]), np.sort(order[cut:])
+        return (
+            (x_a[train_idx], y_a[train_idx]),
+            (x_a[val_idx], y_a[val_idx]),
+            [str(d) for d in range(10)],
+        )
+    parity = (y_b % 2).astype("int32")
     train_idx, val_idx = [], []
-    for digit in range(5, 10):
-        idx = rng.permutation(np.flatnonzero(y == digit))
+    for label in (0, 1):
+        idx = rng.permutation(np.flatnonzero(parity == label))
+        if len(idx) <= train_per_class:
+            raise ValueError(
+                "Argument `train_per_class` must leave validation images in every class "
+                f"(the smallest class has {len(idx)} images). "
+                f"Received: train_per_class={train_per_class}"
+            )
         train_idx.extend(idx[:train_per_class])
         val_idx.extend(idx[train_per_class:])
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     return (
-        (x[train_idx], y[train_idx] - 5),
-        (x[val_idx], y[val_idx] - 5),
-        [str(d) for d in range(5, 10)],
+        (x_b[train_idx], parity[train_idx]),
+        (x_b[val_idx], parity[val_idx]),
+        ["even", "odd"],
     )
 
 

@@ -534,7 +534,10 @@ def fit_scratch(
 def pretrain_small_backbone(
     cache_dir, image_size=16, epochs=15, batch_size=32, learning_rate=1e-3, seed=0, log=print,
 ):
-    """Pretrains `SmallConvNet` on the source task (digits 0-4) once, and caches it.
+    """Pretrains `SmallConvNet` on the source task once, and caches it.
+
+    The source task is `embedded_digits("source")`: the ten digits on half A of
+    scikit-learn's digits; the target task uses the other half, so no image is shared.
 
     The cache file's name holds every setting, so a different setting trains anew; it is
     written atomically, so a killed run never leaves a half-written backbone.
@@ -555,7 +558,7 @@ def pretrain_small_backbone(
 
     path = os.path.join(
         os.fspath(cache_dir),
-        f"small_conv_net-digits0to4-size{image_size}-epochs{epochs}-seed{seed}.keras",
+        f"small_conv_net-digits10-halfA-size{image_size}-epochs{epochs}-seed{seed}.keras",
     )
     if os.path.exists(path):
         log(f"source task: reusing the pretrained backbone {path}")
@@ -573,9 +576,9 @@ def pretrain_small_backbone(
     start = time.perf_counter()
     classifier.model.fit(rgb(x), y, batch_size=batch_size, epochs=epochs, verbose=0)
     _, accuracy = classifier.model.evaluate(rgb(x_val), y_val, verbose=0)
-    log(f"source task: pretrained {SMALL_BACKBONE} on digits 0-4 ({len(x)} images, {epochs} "
-        f"epochs, {time.perf_counter() - start:.1f}s): val accuracy {accuracy:.3f}; "
-        f"cached at {path}")
+    log(f"source task: pretrained {SMALL_BACKBONE} on the 10 digits of half A ({len(x)} "
+        f"images, {epochs} epochs, {time.perf_counter() - start:.1f}s): "
+        f"val accuracy {accuracy:.3f}; cached at {path}")
     io_utils.save_model(classifier.backbone, path)
     return path
 

@@ -11,25 +11,42 @@ from sklearn.datasets import load_digits
 from kfound import data
 
 
-def test_embedded_is_digits_5_to_9_with_a_small_training_set():
+def test_embedded_is_digit_parity_with_a_small_training_set():
     loaded = data.load_image_data("embedded", image_size=16, batch_size=8, train_per_class=3)
-    assert loaded.class_names == ["5", "6", "7", "8", "9"]
-    assert loaded.train_examples == 15
-    assert loaded.train_examples + loaded.val_examples == int(np.sum(load_digits().target >= 5))
+    assert loaded.class_names == ["even", "odd"]
+    assert loaded.train_examples == 6
+    (x, _), (x_val, _), _ = data.embedded_digits("source")
+    half_b = len(load_digits().target) - len(x) - len(x_val)
+    assert loaded.train_examples + loaded.val_examples == half_b
     images, labels = next(iter(loaded.train))
-    assert images.shape == (8, 16, 16, 3) and images.dtype == tf.float32
+    assert images.shape == (6, 16, 16, 3) and images.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
     assert float(tf.reduce_max(images)) > 100.0  # [0, 255], not [0, 1]
-    assert set(labels.numpy().tolist()) <= set(range(5))
+    assert set(labels.numpy().tolist()) <= {0, 1}
 
 
-def test_embedded_source_and_target_tasks_do_not_share_digits():
+def _keys(x):
+    return {row.tobytes() for row in x.reshape(len(x), -1)}
+
+
+def test_embedded_source_and_target_tasks_share_no_image():
     (x, y), (x_val, y_val), names = data.embedded_digits("source")
-    assert names == ["0", "1", "2", "3", "4"] and y.max() == 4 and y_val.max() == 4
-    assert x.shape[1:] == (8, 8, 1)
-    (_, y_t), _, names_t = data.embedded_digits("target", train_per_class=4)
-    assert names_t == ["5", "6", "7", "8", "9"]
-    assert collections.Counter(y_t.tolist()) == {c: 4 for c in range(5)}
+    assert names == [str(d) for d in range(10)] and set(y.tolist()) == set(range(10))
+    assert x.shape[1:] == (8, 8, 1) and len(x) + len(x_val) in (898, 899)
+    (x_t, y_t), (x_tv, y_tv), names_t = data.embedded_digits("target", train_per_class=4)
+    assert names_t == ["even", "odd"]
+    assert collections.Counter(y_t.tolist()) == {0: 4, 1: 4}
+    assert len(x) + len(x_val) + len(x_t) + len(x_tv) == len(load_digits().target)
+    # Disjoint halves (the 1,797 images are pairwise distinct): no source image is a
+    # target image.
+    assert not _keys(np.concatenate([x, x_val])) & _keys(np.concatenate([x_t, x_tv]))
+    # Parity is the label: even digits have label 0, odd digits label 1.
+    digits = load_digits()
+    by_image = {}
+    for image, digit in zip(digits.images, digits.target, strict=True):
+        by_image.setdefault((image / 16.0).astype("float32").tobytes(), set()).add(digit % 2)
+    for image, label in zip(x_t.reshape(len(x_t), -1), y_t, strict=True):
+        assert label in by_image[image.tobytes()]
 
 
 def test_folder_of_real_images_skips_and_counts_bad_files(tmp_path):
@@ -76,7 +93,7 @@ def test_balance_makes_classes_equally_likely():
 
 def test_balanced_pipeline_keeps_the_epoch_length():
     loaded = data.load_image_data("embedded", image_size=8, batch_size=5, balance=True,
-                                  train_per_class=2)
+                                  train_per_class=5)
     assert sum(int(y.shape[0]) for _, y in loaded.train) == 10
 
 
@@ -135,6 +152,21 @@ def _no_images(tmp_path):
 def test_bad_datasets_are_clear_errors(tmp_path, make_spec, match):
     with pytest.raises(ValueError, match=match):
         data.load_image_data(make_spec(tmp_path), image_size=16)
+
+
+@pytest.mark.parametrize(
+    "task, kwargs, match",
+    [
+        ("train", {}, r"`task` must be 'source' or 'target'\. Received: task='train'"),
+        ("target", {"train_per_class": 0},
+         r"`train_per_class` must be a positive integer\. Received: train_per_class=0"),
+        ("target", {"train_per_class": 500},
+         r"must leave validation images in every class.*Received: train_per_class=500"),
+    ],
+)
+def test_bad_embedded_arguments_are_clear_errors(task, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.embedded_digits(task, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -40,15 +40,15 @@ def test_all_states_on_the_embedded_default(recipe, tmp_path, capsys):
         folder = out / state
         metrics = json.loads((folder / "metrics.json").read_text())
         assert METRIC_KEYS <= set(metrics) and metrics["state"] == state
-        assert json.loads((folder / "classes.json").read_text()) == ["5", "6", "7", "8", "9"]
+        assert json.loads((folder / "classes.json").read_text()) == ["even", "odd"]
         for name in ("model.keras", "history.csv", "curves.png"):
             assert (folder / name).stat().st_size > 0
         assert not (folder / "backup").exists()
     head, full = (json.loads((out / s / "metrics.json").read_text()) for s in ("head", "full"))
     assert head["trainable_params"] < full["trainable_params"]
-    assert head["weights"].endswith(".keras")  # the digits-0-4 pretrained backbone
+    assert head["weights"].endswith(".keras")  # the backbone pretrained on half A
     predictions = _read_csv(out / "predict" / "predictions.csv")
-    assert {p["label"] for p in predictions} <= {"5", "6", "7", "8", "9"}
+    assert {p["label"] for p in predictions} <= {"even", "odd"}
     assert (out / "args.json").exists() and (out / "curves.png").exists()
     # The same command again reuses every finished state instead of training anew.
     recipe.main(["--smoke", "--output", str(out)])
