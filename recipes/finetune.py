@@ -56,30 +56,32 @@ unrelated domains. (An earlier design, pretraining on digits 0-4 and fine-tuning
 gained less than the seed-to-seed spread: features of five digits barely help to tell
 five others apart.)
 
-Every state uses one learning rate, Adam at 3e-3, and batch 4 (3 updates an epoch over
-the 10 images): the head trains 30 epochs on cached features; the full state adds 20
-epochs with the whole backbone unfrozen at the same rate; the scratch baseline (same
-architecture, random initialisation, every layer trained) gets the same 50 epochs at the
-same rate, as many updates as `full`.
+Adam at 3e-3 and batch 4 (3 updates an epoch over the 10 images): the head trains 30
+epochs on cached features; the full state then adds 20 epochs with the whole backbone
+unfrozen at a tenth of that rate, 3e-4 (the keras.io practice: a much lower rate once the
+pretrained layers train; its 1e-5 is for ImageNet backbones under a 1e-3 head); the scratch
+baseline (same architecture, random initialisation, every layer trained) gets the same 50
+epochs at 3e-3, as many updates as `full`, at the rate its own training starts from.
 
 **What it measured.** Validation accuracy on 3 seeds (split, initialisation and
 pretraining), TensorFlow backend, the defaults above:
 
 | seed | head  | full  | scratch |
 |------|-------|-------|---------|
-| 0    | 0.862 | 0.684 | 0.831   |
-| 1    | 0.894 | 0.632 | 0.732   |
-| 2    | 0.886 | 0.751 | 0.661   |
+| 0    | 0.862 | 0.829 | 0.831   |
+| 1    | 0.894 | 0.858 | 0.732   |
+| 2    | 0.886 | 0.830 | 0.661   |
 
 The pretrained head, a linear probe on the source features, beats training from scratch
 on every seed, by 0.03, 0.16 and 0.23, and its own spread over seeds is 0.03 (scratch's
-is 0.17). Full fine-tuning does not help here: unfreezing the backbone at 3e-3 with 10
-labelled images degrades the head's 0.86-0.89 (phase 1) to 0.63-0.75, below scratch on
-2 of 3 seeds. The keras.io advice -- a much lower rate once the backbone is unfrozen,
-`--fine-tune-learning-rate` -- is what the full state is for; this demo keeps one rate
-for every state so that the scratch baseline is not handicapped by a rate chosen for
-another state. Nothing is forced: the table printed is whatever the run measured, and
-the margin of the head on seed 0 is small; use `--seed` to see the spread.
+is 0.17). Full fine-tuning beats scratch on seeds 1 and 2 and ties it on seed 0, and is
+below the head on every seed: with 10 labelled images, unfreezing 66k parameters overfits
+what the frozen features already separate. That contradicts, at this scale, the seed's
+claim (§3.7.4) that state three's "prediction accuracy is also improved compared with
+state two"; it is the usual advice to train only the head when the labelled set is
+tiny. The phase-2 rate matters: at the head's
+3e-3 instead of 3e-4, full fell to 0.684, 0.632 and 0.751. Nothing is forced: the table
+printed is whatever the run measured; use `--seed` to see the spread.
 
 `--backbone` names either `SmallConvNet` or any `keras.applications` constructor.
 `--weights pretrained` (the default) means each backbone's own pretraining: the ten-digit
@@ -136,7 +138,7 @@ def build_parser():
                         help="head (and from-scratch) learning rate")
     parser.add_argument("--fine-tune-learning-rate", type=float, default=None,
                         help="learning rate once the backbone is unfrozen (default: 1e-5, the "
-                             "keras.io value for ImageNet backbones; --learning-rate for "
+                             "keras.io value for ImageNet backbones; --learning-rate / 10 for "
                              "SmallConvNet)")
     parser.add_argument("--unfreeze-from", type=parse_unfreeze_from, default=None,
                         help="first backbone layer to unfreeze: a name, an index, or a "
@@ -293,7 +295,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.fine_tune_learning_rate is None:
         small = args.backbone == finetune.SMALL_BACKBONE
-        args.fine_tune_learning_rate = args.learning_rate if small else 1e-5
+        args.fine_tune_learning_rate = args.learning_rate / 10 if small else 1e-5
     if args.smoke:
         args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
     output = runs.start_run(args)
