@@ -123,7 +123,8 @@ class LIPOOracle(kt.Oracle):
                 order = accepted if len(accepted) else np.argsort(-bounds)[:1]
             for i in order:
                 candidate = self._active_values(
-                    {hp.name: hp.prob_to_value(p) for hp, p in zip(space, probs[i], strict=True)})
+                    {hp.name: _python(hp.prob_to_value(p)) for hp, p in zip(space, probs[i],
+                                                                          strict=True)})
                 if self._duplicate(candidate):
                     continue
                 if explore or bounds[i] >= best:
@@ -215,6 +216,11 @@ class LIPOSearch(kt.Tuner):
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
         super().__init__(oracle, hypermodel, **kwargs)
+
+
+def _python(value):
+    """A NumPy scalar as the Python value KerasTuner stores."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_categorical(hp):

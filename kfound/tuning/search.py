@@ -227,6 +227,7 @@ def main(argv=None):
         print(f"Search: {args.tuner} on {search_space.source} ({search_space.model}, "
               f"{search_space.objective.name} {search_space.objective.direction}), "
               f"max_trials={tuner.oracle.max_trials}{resumed}. Results in {output}/", flush=True)
+    tuner.oracle.verbose = 0  # KerasTuner's own display; the reporter prints one line a trial.
     if role == "chief":
         tuner.save()
         serve_oracle(tuner.oracle, args.oracle)
