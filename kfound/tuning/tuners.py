@@ -136,6 +136,12 @@ class _TunerMixin:
             self.oracle.save()
         io_utils.write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
 
+    def on_search_begin(self):
+        super().on_search_begin()
+        # KerasTuner resumes only when the tuner's file exists, and writes it first when a
+        # trial ends: a kill during the first trial would otherwise start over.
+        self.save()
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         # KerasTuner clears the session before a build; clear after the trial as well, so
