@@ -13,10 +13,14 @@ running the same command again resumes the search.
 
 import argparse
 import contextlib
+import os
+import pathlib
 import socket
 import subprocess
 import sys
 import time
+
+import kfound
 
 _POLL_SECONDS = 0.2
 HOST = "127.0.0.1"
@@ -57,9 +61,14 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
                 f"Received: search_args={search_args}"
             )
     port = port or free_port()
+    # The children import the same kfound as this process.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(pathlib.Path(kfound.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
     address = f"{HOST}:{port}"
     command = [python, "-m", "kfound.tuning.search", *search_args, "--oracle", address]
-    chief = subprocess.Popen([*command, "--role", "chief"])
+    chief = subprocess.Popen([*command, "--role", "chief"], env=env)
     print(f"launch: chief pid {chief.pid} on {address}", flush=True)
     # Workers start once the chief listens, so that a chief's --overwrite cannot delete
     # what they write.
@@ -70,7 +79,8 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     worker_args = [a for a in command if a != "--overwrite"]
 
     def start(name):
-        process = subprocess.Popen([*worker_args, "--role", "worker", "--worker-id", name])
+        process = subprocess.Popen([*worker_args, "--role", "worker", "--worker-id", name],
+                                   env=env)
         print(f"launch: {name} pid {process.pid}", flush=True)
         return process
 
