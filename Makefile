@@ -23,6 +23,10 @@ test: lint
 	$(TEST_ENV) KERAS_BACKEND=tensorflow $(PY) -m pytest -n $(PYTEST_WORKERS) tests
 	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -n $(PYTEST_WORKERS) tests/layers tests/initializers
 
+# The offline fine-tuning demo: embedded digits, every state, and the comparison table.
+demo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(PY) recipes/finetune.py
+
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do \
 		echo "== $$script"; \
