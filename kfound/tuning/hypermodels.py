@@ -7,12 +7,19 @@ default (`DEFAULTS`), so a space file names only what it tunes.
 """
 
 import dataclasses
+import math
 
 import keras
 import keras_tuner as kt
 
+from kfound.initializers import SparseInitializer
+from kfound.layers import LRN, GroupNorm
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-NORMALIZATIONS = ("none", "batch")
+NORMALIZATIONS = ("none", "batch", "group", "lrn")
+INITIALIZERS = ("sparse",)  # kfound's, besides every Keras initializer name
+SPARSE_CONNECTIONS = 15  # Martens (2010), capped by the fan-in
+GROUPS = 32  # GroupNorm's groups (Wu & He, 2018), reduced to a divisor of the channels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +75,9 @@ _RULES = {
     "optimizer": _Rule(str, f"one of {list(OPTIMIZERS)}", lambda v: v in OPTIMIZERS),
     "dropout": _Rule(float, "a rate in [0, 1)", lambda v: 0 <= v < 1),
     "normalization": _Rule(str, f"one of {list(NORMALIZATIONS)}", lambda v: v in NORMALIZATIONS),
-    "initializer": _Rule(str, "a Keras initializer name (glorot_uniform, he_normal, ...)",
-                         _is_keras(keras.initializers.get)),
+    "initializer": _Rule(str, "`sparse` or a Keras initializer name (glorot_uniform, "
+                         "he_normal, ...)",
+                         lambda v: v in INITIALIZERS or _is_keras(keras.initializers.get)(v)),
     "use_bias": _Rule(bool, "true or false"),
 }
 
@@ -160,11 +168,29 @@ class ClassifierHyperModel(kt.HyperModel):
             kwargs["initial_epoch"] = min(kwargs.get("initial_epoch", 0), epochs - 1)
         return model.fit(*args, batch_size=self.value(hp, "batch_size"), epochs=epochs, **kwargs)
 
+    @staticmethod
+    def initializer(name, fan_in):
+        """A Keras initializer name as is; `sparse` as kfound's `SparseInitializer` with
+        `min(15, fan_in)` nonzero incoming weights per unit."""
+        if name == "sparse":
+            return SparseInitializer(connections=min(SPARSE_CONNECTIONS, fan_in))
+        return name
+
     def block(self, layer, x, values):
-        """`layer` (a Dense or Conv2D), then normalization, activation and dropout."""
+        """`layer` (a Dense or Conv2D), then normalization, activation and dropout.
+
+        Normalizations: `none`; `batch` (Keras's BatchNormalization); `group` (kfound's
+        GroupNorm with `gcd(32, channels)` groups); `lrn` (kfound's LRN across channels,
+        AlexNet's constants).
+        """
         x = layer(x)
+        channels = x.shape[-1]
         if values["normalization"] == "batch":
             x = keras.layers.BatchNormalization()(x)
+        elif values["normalization"] == "group":
+            x = GroupNorm(groups=math.gcd(GROUPS, channels))(x)
+        elif values["normalization"] == "lrn":
+            x = LRN()(x)
         x = keras.layers.Activation(values["activation"])(x)
         if values["dropout"] > 0:
             x = keras.layers.Dropout(values["dropout"])(x)
@@ -191,8 +217,9 @@ class MLPHyperModel(ClassifierHyperModel):
     def hidden(self, inputs, values):
         x = keras.layers.Flatten()(inputs)
         for _ in range(values["layers"]):
+            initializer = self.initializer(values["initializer"], x.shape[-1])
             dense = keras.layers.Dense(values["units"], use_bias=values["use_bias"],
-                                       kernel_initializer=values["initializer"])
+                                       kernel_initializer=initializer)
             x = self.block(dense, x, values)
         return x
 
@@ -217,9 +244,10 @@ class CNNHyperModel(ClassifierHyperModel):
     def hidden(self, inputs, values):
         x = inputs
         for _ in range(values["layers"]):
+            initializer = self.initializer(values["initializer"], 9 * x.shape[-1])
             conv = keras.layers.Conv2D(values["units"], 3, padding="same",
                                        use_bias=values["use_bias"],
-                                       kernel_initializer=values["initializer"])
+                                       kernel_initializer=initializer)
             x = self.block(conv, x, values)
             if x.shape[1] >= 2 and x.shape[2] >= 2:
                 x = keras.layers.MaxPooling2D(2)(x)

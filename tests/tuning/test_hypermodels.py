@@ -5,6 +5,8 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
+from kfound.initializers import SparseInitializer
+from kfound.layers import LRN, GroupNorm
 from kfound.tuning import hypermodels, space
 
 SPACE = space.parse_space({
@@ -73,6 +75,32 @@ def test_fit_tunes_batch_size_and_epochs():
     capped = hypermodels.MLPHyperModel((8, 8, 1), 10, space=SPACE, max_epochs=1)
     history = capped.fit(hp, capped.build(hp), x, y, verbose=0)
     assert len(history.history["loss"]) == 1
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("normalization, layer", [
+    ("batch", keras.layers.BatchNormalization), ("group", GroupNorm), ("lrn", LRN)])
+def test_normalizations_and_the_sparse_initializer_use_kfound(model, normalization, layer,
+                                                              tmp_path):
+    model_space = space.parse_space({"model": model, "dataset": "digits", "hyperparameters": {
+        "normalization": {"type": "choice", "values": [normalization]},
+        "initializer": {"type": "choice", "values": ["sparse"]},
+        "units": {"type": "choice", "values": [12]},
+    }})
+    hypermodel = hypermodels.HYPERMODELS[model]((8, 8, 1), 10, space=model_space)
+    built = hypermodel.build(_hp(model_space))
+    norms = [la for la in built.layers if isinstance(la, layer)]
+    assert len(norms) == 2
+    if normalization == "group":
+        assert norms[0].groups == 4  # gcd(32, 12)
+    kernels = [la for la in built.layers if isinstance(la, (keras.layers.Dense,
+                                                            keras.layers.Conv2D))][:2]
+    assert all(isinstance(k.kernel_initializer, SparseInitializer) for k in kernels)
+    # The first layer of the cnn sees 3x3x1 inputs: the connections are capped at 9.
+    nonzero = (keras.ops.convert_to_numpy(kernels[0].kernel) != 0).reshape(-1, 12).sum(0)
+    assert set(nonzero.tolist()) == {9 if model == "cnn" else 15}
+    built.save(tmp_path / "m.keras")
+    keras.saving.load_model(tmp_path / "m.keras")
 
 
 def test_bad_num_classes():
