@@ -39,7 +39,8 @@ def _listening(host, port):
     return False
 
 
-def launch(search_args, workers, max_restarts=3, port=None, python=sys.executable):
+def launch(search_args, workers, max_restarts=3, port=None, python=sys.executable,
+           verbose=True):
     """Starts a chief and `workers` workers for `search_args`; returns the exit code.
 
     Args:
@@ -48,6 +49,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
         max_restarts: how many times one worker may die and be restarted. Defaults to 3.
         port: the chief's port on 127.0.0.1. Defaults to a free one.
         python: the Python interpreter to run. Defaults to this one.
+        verbose: print the processes' ids and restarts. Defaults to `True`.
 
     Returns:
         `0` when the search finished, non-zero otherwise.
@@ -60,6 +62,10 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
                 f"The launcher sets `{flag}` itself; remove it from the search arguments. "
                 f"Received: search_args={search_args}"
             )
+    def say(text, **kwargs):
+        if verbose:
+            print(text, **kwargs)
+
     port = port or free_port()
     # The children import the same kfound as this process.
     env = dict(os.environ)
@@ -69,7 +75,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     address = f"{HOST}:{port}"
     command = [python, "-m", "kfound.tuning.search", *search_args, "--oracle", address]
     chief = subprocess.Popen([*command, "--role", "chief"], env=env)
-    print(f"launch: chief pid {chief.pid} on {address}", flush=True)
+    say(f"launch: chief pid {chief.pid} on {address}", flush=True)
     # Workers start once the chief listens, so that a chief's --overwrite cannot delete
     # what they write.
     while not _listening(HOST, port):
@@ -81,7 +87,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     def start(name):
         process = subprocess.Popen([*worker_args, "--role", "worker", "--worker-id", name],
                                    env=env)
-        print(f"launch: {name} pid {process.pid}", flush=True)
+        say(f"launch: {name} pid {process.pid}", flush=True)
         return process
 
     names = [f"worker{i}" for i in range(1, workers + 1)]
@@ -95,10 +101,10 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
                     continue
                 deaths[name] += 1
                 if deaths[name] > max_restarts:
-                    print(f"launch: {name} died {deaths[name]} times (exit code {code}); "
+                    say(f"launch: {name} died {deaths[name]} times (exit code {code}); "
                           "stopping. Run the same command again to resume.", flush=True)
                     return 1
-                print(f"launch: {name} died (exit code {code}); restarting it, and it "
+                say(f"launch: {name} died (exit code {code}); restarting it, and it "
                       "retries its trial", flush=True)
                 processes[name] = start(name)
             time.sleep(_POLL_SECONDS)
