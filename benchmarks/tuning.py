@@ -1,0 +1,255 @@
+"""Benchmarks of kfound.tuning; prints one JSON line.
+
+1. LIPO vs random search (and KerasTuner's Bayesian optimization as a reference) on
+   Branin, Hartmann-3 and a 2-D Rosenbrock, through KerasTuner's Oracle API without
+   training models. Measure: evaluations until the best value is within 1% of the
+   optimum, where "within 1%" is Malherbe & Vayatis's target t = 0.99:
+   `f_best - f* <= 0.01 * (mean_f - f*)`, `mean_f` the mean of f over the domain
+   (20,000 uniform points). Median over seeds; a run that misses the target counts as
+   its budget (reported as `censored`). Goal: lipo/random <= 0.5.
+2. Per-trial time of `tuning/search.py` (in process) vs a hand-written KerasTuner
+   `RandomSearch` loop on the same tiny model (the marginal time of extra trials, so
+   one-time costs cancel). Goal <= 1.05.
+3. A distributed grid with 2 workers vs 1 (`tuning/launch.py`), wall time. Goal <= 0.6.
+4. Resident memory after trial 20 vs after trial 5 of a random search. Goal <= 1.10.
+
+`--quick` uses fewer seeds, trials and repeats (minutes on 2 shared cores).
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from kfound import datasets
+from kfound.tuning import hypermodels, launch, search, space, tuners
+from kfound.tuning.lipo_oracle import LIPOOracle
+
+_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
+_C = np.array([1.0, 1.2, 3.0, 3.2])
+_P = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547],
+                      [381, 5743, 8828]])
+
+
+def branin(x):
+    return ((x[1] - 5.1 / (4 * math.pi**2) * x[0] ** 2 + 5 / math.pi * x[0] - 6) ** 2
+            + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x[0]) + 10)
+
+
+def hartmann3(x):
+    return -float(np.sum(_C * np.exp(-np.sum(_A * (np.asarray(x) - _P) ** 2, axis=1))))
+
+
+def rosenbrock(x):
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+FUNCTIONS = {  # name: (f, bounds, f*)
+    "branin": (branin, [(-5.0, 10.0), (0.0, 15.0)], 0.397887),
+    "hartmann3": (hartmann3, [(0.0, 1.0)] * 3, -3.86278),
+    "rosenbrock": (rosenbrock, [(-2.048, 2.048)] * 2, 0.0),
+}
+
+
+def _target(f, bounds, f_star):
+    rng = np.random.default_rng(0)
+    low, high = np.array(bounds).T
+    mean = np.mean([f(x) for x in rng.uniform(low, high, (20000, len(bounds)))])
+    return f_star + 0.01 * (mean - f_star)
+
+
+def evaluations_to_target(oracle, f, names, target, budget, directory):
+    """Runs `oracle` on `f` through the Oracle API; the evaluation count reaching `target`."""
+    oracle.verbose = 0
+    oracle._set_project_dir(directory, "bench")
+    for i in range(budget):
+        trial = oracle.create_trial("tuner0")
+        if trial.status != "RUNNING":
+            return budget
+        y = f([trial.hyperparameters.values[n] for n in names])
+        oracle.update_trial(trial.trial_id, {"f": y})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        if y <= target:
+            return i + 1
+    return budget
+
+
+def optimizer_benchmark(seeds, budget, bayes_seeds, bayes_budget, scratch):
+    out = {}
+    makers = {
+        "lipo": lambda hp, s: LIPOOracle(kt.Objective("f", "min"), budget, hyperparameters=hp,
+                                         seed=s),
+        "random": lambda hp, s: kt.oracles.RandomSearchOracle(
+            kt.Objective("f", "min"), budget, hyperparameters=hp, seed=s),
+        "bayesian": lambda hp, s: kt.oracles.BayesianOptimizationOracle(
+            kt.Objective("f", "min"), bayes_budget, hyperparameters=hp, seed=s),
+    }
+    ratios = []
+    for name, (f, bounds, f_star) in FUNCTIONS.items():
+        target = _target(f, bounds, f_star)
+        hp = kt.HyperParameters()
+        names = [f"x{i}" for i in range(len(bounds))]
+        for n, (low, high) in zip(names, bounds, strict=True):
+            hp.Float(n, low, high)
+        medians = {}
+        for method, make in makers.items():
+            n_seeds, cap = (bayes_seeds, bayes_budget) if method == "bayesian" else (seeds, budget)
+            # KerasTuner's random oracle seeds each draw with seed+1, seed+2, ...: space the
+            # seeds so that two runs never share draws.
+            counts = [evaluations_to_target(make(hp, 10000 * s + 1), f, names, target, cap,
+                                            tempfile.mkdtemp(dir=scratch))
+                      for s in range(n_seeds)]
+            medians[method] = float(np.median(counts))
+            out[f"{name}_{method}_median_evals"] = medians[method]
+            out[f"{name}_{method}_censored"] = int(sum(c >= cap for c in counts))
+        out[f"{name}_lipo_vs_random"] = round(medians["lipo"] / medians["random"], 3)
+        ratios.append(medians["lipo"] / medians["random"])
+    out["lipo_vs_random_geomean"] = round(float(np.exp(np.mean(np.log(ratios)))), 3)
+    return out
+
+
+def _write_space(folder):
+    path = pathlib.Path(folder) / "bench.json"
+    path.write_text(json.dumps({
+        "model": "mlp", "dataset": "digits", "objective": "val_accuracy",
+        "hyperparameters": {
+            "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-1, "sampling": "log"},
+            "units": {"type": "int", "min": 8, "max": 64},
+        },
+    }))
+    return str(path)
+
+
+def _hand_written(trials, folder, seed):
+    """The same search written directly with KerasTuner, as a user would."""
+    (x, y), validation = search.load_data(smoke=True)
+
+    def build(hp):
+        model = keras.Sequential([
+            keras.Input((8, 8, 1)), keras.layers.Flatten(),
+            keras.layers.Dense(hp.Int("units", 8, 64), activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ])
+        model.compile(keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-1,
+                                                     sampling="log")),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=trials, seed=seed,
+                            directory=folder, project_name="hand")
+    tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+    tuner.get_best_models(1)[0].save(os.path.join(folder, "best.keras"))
+
+
+def overhead_benchmark(trials, repeats, scratch):
+    """Per-trial time: the difference between a search of `trials` trials and one of 2,
+    divided by `trials - 2`, so that one-time costs (imports, the final model and plot)
+    cancel out."""
+    space_file = _write_space(scratch)
+
+    def ours(n, seed):
+        start = time.perf_counter()
+        search.main(["--tuner", "random", "--space", space_file, "--smoke", "--quiet",
+                     "--max-trials", str(n), "--seed", str(seed),
+                     "--output", tempfile.mkdtemp(dir=scratch)])
+        return time.perf_counter() - start
+
+    def hand(n, seed):
+        start = time.perf_counter()
+        _hand_written(n, tempfile.mkdtemp(dir=scratch), seed)
+        return time.perf_counter() - start
+
+    ours(2, 0), hand(2, 0)  # Warm-up: tracing caches, imports.
+    ratios = []
+    for r in range(repeats):  # Alternate, so that load changes hit both alike.
+        per_ours = (ours(trials, r + 1) - ours(2, r + 1)) / (trials - 2)
+        per_hand = (hand(trials, r + 1) - hand(2, r + 1)) / (trials - 2)
+        ratios.append(per_ours / per_hand)
+    return {"search_py_vs_keras_tuner_per_trial": round(float(np.median(ratios)), 3)}
+
+
+def distributed_benchmark(scratch):
+    grid = pathlib.Path(scratch) / "grid.json"
+    grid.write_text(json.dumps({
+        "model": "mlp", "dataset": "digits", "objective": "val_accuracy",
+        "hyperparameters": {
+            "learning_rate": {"type": "choice", "values": [0.003, 0.01, 0.03]},
+            "units": {"type": "choice", "values": [16, 32]},
+        },
+    }))
+    seconds = {}
+    for workers in (1, 2):
+        start = time.perf_counter()
+        code = launch.launch(["--tuner", "grid", "--space", str(grid), "--smoke", "--quiet",
+                              "--output", tempfile.mkdtemp(dir=scratch)], workers,
+                             verbose=False)
+        seconds[workers] = time.perf_counter() - start
+        if code != 0:
+            raise RuntimeError(f"the distributed search with {workers} workers failed")
+    return {"distributed_2_vs_1_workers_wall": round(seconds[2] / seconds[1], 3)}
+
+
+def _rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_benchmark(early, late, scratch):
+    search_space = space.load_space(_write_space(scratch))
+    (x, y), validation = search.load_data(smoke=True)
+    hypermodel = hypermodels.MLPHyperModel((8, 8, 1), 10, space=search_space, epochs=1)
+    rss = {}
+
+    def record(oracle, trial):
+        rss[len(oracle.end_order)] = _rss_mib()
+
+    tuner = tuners.make_tuner("random", hypermodel, search_space.objective,
+                              tempfile.mkdtemp(dir=scratch), max_trials=late, seed=1,
+                              reporter=record)
+    tuner.search(x, y, validation_data=validation, verbose=0)
+    return {f"rss_trial{late}_vs_trial{early}": round(rss[late] / rss[early], 3),
+            f"rss_trial{early}_mib": round(rss[early], 1)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer seeds, trials, repeats")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["optimizers", "overhead", "distributed", "memory"],
+                        help="parts to leave out")
+    args = parser.parse_args(argv)
+    datasets.load_digits()  # Warm scikit-learn's import before anything is timed.
+    result = {}
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) \
+            as scratch:
+        if "optimizers" not in args.skip:
+            result.update(optimizer_benchmark(
+                seeds=20, budget=200 if args.quick else 400,
+                bayes_seeds=3 if args.quick else 5, bayes_budget=60 if args.quick else 100,
+                scratch=scratch))
+        if "overhead" not in args.skip:
+            result.update(overhead_benchmark(6 if args.quick else 10, 1 if args.quick else 3,
+                                             scratch))
+        if "memory" not in args.skip:
+            result.update(memory_benchmark(5, 20, scratch))
+        if "distributed" not in args.skip:
+            result.update(distributed_benchmark(scratch))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

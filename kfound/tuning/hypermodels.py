@@ -1,0 +1,257 @@
+"""Built-in hypermodels: a multilayer perceptron and a small convolutional network.
+
+Both are `keras_tuner.HyperModel`s for classification. `build(hp)` makes and compiles the
+model; `fit(hp, model, ...)` trains it, so the batch size and the number of epochs are
+tunable too. A hyperparameter that the search space does not list keeps the model's
+default (`DEFAULTS`), so a space file names only what it tunes.
+"""
+
+import dataclasses
+import math
+
+import keras
+import keras_tuner as kt
+
+from kfound.initializers import SparseInitializer
+from kfound.layers import LRN, GroupNorm
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+NORMALIZATIONS = ("none", "batch", "group", "lrn")
+INITIALIZERS = ("sparse",)  # kfound's, besides every Keras initializer name
+SPARSE_CONNECTIONS = 15  # Martens (2010), capped by the fan-in
+GROUPS = 32  # GroupNorm's groups (Wu & He, 2018), reduced to a divisor of the channels
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """What values a canonical hyperparameter takes."""
+
+    kind: type  # float, int, str or bool
+    expected: str  # says what a value must be, for messages
+    check: object = None  # a predicate on one value, or None
+
+    def problem(self, entry):
+        """Returns what is wrong with a `space.Hyperparameter` for this rule, or `None`."""
+        numeric = self.kind in (float, int)
+        if entry.type == "choice":
+            kinds_ok = all(
+                (isinstance(v, (int, float)) and not isinstance(v, bool)) if numeric
+                else isinstance(v, self.kind) for v in entry.values
+            )
+            if self.kind is int:
+                kinds_ok = kinds_ok and all(isinstance(v, int) for v in entry.values)
+        else:
+            kinds_ok = entry.type == {float: "float", int: "int", str: None, bool: "bool"}[
+                self.kind]
+        if not kinds_ok:
+            types = {float: "float (or a choice of numbers)", int: "int (or a choice of "
+                     "integers)", str: "choice of strings", bool: "bool"}[self.kind]
+            return f"takes a {types}, not a {entry.type} entry like this one"
+        for value in entry.candidate_values():
+            if self.check is not None and not self.check(value):
+                return f"value {value!r} is invalid: expected {self.expected}"
+        return None
+
+
+def _is_keras(getter):
+    def check(name):
+        try:
+            getter(name)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    return check
+
+
+_RULES = {
+    "learning_rate": _Rule(float, "a number > 0", lambda v: v > 0),
+    "epochs": _Rule(int, "an integer >= 1", lambda v: v >= 1),
+    "layers": _Rule(int, "an integer >= 1", lambda v: v >= 1),
+    "units": _Rule(int, "an integer >= 1", lambda v: v >= 1),
+    "activation": _Rule(str, "a Keras activation name (relu, tanh, gelu, ...)",
+                        _is_keras(keras.activations.get)),
+    "batch_size": _Rule(int, "an integer >= 1", lambda v: v >= 1),
+    "optimizer": _Rule(str, f"one of {list(OPTIMIZERS)}", lambda v: v in OPTIMIZERS),
+    "dropout": _Rule(float, "a rate in [0, 1)", lambda v: 0 <= v < 1),
+    "normalization": _Rule(str, f"one of {list(NORMALIZATIONS)}", lambda v: v in NORMALIZATIONS),
+    "initializer": _Rule(str, "`sparse` or a Keras initializer name (glorot_uniform, "
+                         "he_normal, ...)",
+                         lambda v: v in INITIALIZERS or _is_keras(keras.initializers.get)(v)),
+    "use_bias": _Rule(bool, "true or false"),
+}
+
+
+class ClassifierHyperModel(kt.HyperModel):
+    """Base class of the built-in classification hypermodels.
+
+    Subclasses implement `hidden(x, values)`, the layers between the input and the
+    softmax head. The hyperparameters listed in `space` are tuned; the others keep
+    `DEFAULTS`.
+
+    Args:
+        input_shape: the shape of one example, e.g. `(8, 8, 1)`.
+        num_classes: the number of classes.
+        space: a `kfound.tuning.SearchSpace`, or `None` to tune nothing.
+        epochs: the epochs of a trial when the space does not tune `epochs`.
+            Defaults to `10`.
+        max_epochs: if set, caps the epochs of every trial (the `--smoke` runs use 1).
+        jit_compile: passed to `model.compile`. Defaults to `"auto"` (XLA on GPUs).
+        name: the hypermodel's name.
+    """
+
+    HYPERPARAMETERS = tuple(_RULES)
+    OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+    DEFAULTS = {
+        "learning_rate": 1e-3,
+        "layers": 2,
+        "units": 64,
+        "activation": "relu",
+        "batch_size": 32,
+        "optimizer": "adam",
+        "dropout": 0.0,
+        "normalization": "none",
+        "initializer": "glorot_uniform",
+        "use_bias": True,
+    }
+
+    def __init__(self, input_shape, num_classes, space=None, epochs=10, max_epochs=None,
+                 jit_compile="auto", name=None):
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                "Argument `num_classes` must be an integer >= 2. "
+                f"Received: num_classes={num_classes}"
+            )
+        super().__init__(name=name)
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.space = space
+        self.epochs = epochs
+        self.max_epochs = max_epochs
+        self.jit_compile = jit_compile
+
+    @classmethod
+    def check_hyperparameter(cls, entry):
+        """Returns what is wrong with a `space.Hyperparameter` for this model, or `None`."""
+        return _RULES[entry.name].problem(entry)
+
+    def declare_hyperparameters(self, hp):
+        if self.space is not None:
+            self.space.declare(hp)
+
+    def value(self, hp, name):
+        """The trial's value of a canonical hyperparameter, or the model's default."""
+        if self.space is not None and name in self.space.hyperparameters:
+            return self.space.hyperparameters[name].declare(hp)
+        return self.epochs if name == "epochs" else self.DEFAULTS[name]
+
+    def build(self, hp):
+        values = {name: self.value(hp, name) for name in self.DEFAULTS if name != "batch_size"}
+        inputs = keras.Input(shape=self.input_shape)
+        x = self.hidden(inputs, values)
+        # The head computes in float32, so that softmax is stable under mixed precision.
+        outputs = keras.layers.Dense(self.num_classes, activation="softmax", dtype="float32")(x)
+        model = keras.Model(inputs, outputs, name=self.name)
+        optimizer = keras.optimizers.get({
+            "class_name": values["optimizer"],
+            "config": {"learning_rate": values["learning_rate"]},
+        })
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=self.jit_compile)
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        """Trains `model`; Hyperband's `epochs`/`initial_epoch` in `kwargs` take precedence."""
+        epochs = kwargs.pop("epochs", None) or self.value(hp, "epochs")
+        if self.max_epochs is not None:
+            epochs = min(epochs, self.max_epochs)
+            kwargs["initial_epoch"] = min(kwargs.get("initial_epoch", 0), epochs - 1)
+        return model.fit(*args, batch_size=self.value(hp, "batch_size"), epochs=epochs, **kwargs)
+
+    @staticmethod
+    def initializer(name, fan_in):
+        """A Keras initializer name as is; `sparse` as kfound's `SparseInitializer` with
+        `min(15, fan_in)` nonzero incoming weights per unit."""
+        if name == "sparse":
+            return SparseInitializer(connections=min(SPARSE_CONNECTIONS, fan_in))
+        return name
+
+    def block(self, layer, x, values):
+        """`layer` (a Dense or Conv2D), then normalization, activation and dropout.
+
+        Normalizations: `none`; `batch` (Keras's BatchNormalization); `group` (kfound's
+        GroupNorm with `gcd(32, channels)` groups); `lrn` (kfound's LRN across channels,
+        AlexNet's constants).
+        """
+        x = layer(x)
+        channels = x.shape[-1]
+        if values["normalization"] == "batch":
+            x = keras.layers.BatchNormalization()(x)
+        elif values["normalization"] == "group":
+            x = GroupNorm(groups=math.gcd(GROUPS, channels))(x)
+        elif values["normalization"] == "lrn":
+            x = LRN()(x)
+        x = keras.layers.Activation(values["activation"])(x)
+        if values["dropout"] > 0:
+            x = keras.layers.Dropout(values["dropout"])(x)
+        return x
+
+
+class MLPHyperModel(ClassifierHyperModel):
+    """A multilayer perceptron: `layers` x (Dense(`units`), normalization, activation, dropout).
+
+    Hyperparameters (canonical names): `learning_rate`, `epochs`, `layers`, `units` (per
+    hidden layer), `activation`, `batch_size`, `optimizer`, `dropout`, `normalization`,
+    `initializer` (of the Dense kernels) and `use_bias`.
+
+    Args: as `ClassifierHyperModel`.
+
+    Example:
+
+    >>> hypermodel = MLPHyperModel(input_shape=(64,), num_classes=10)
+    >>> model = hypermodel.build(kt.HyperParameters())
+    >>> model.output_shape
+    (None, 10)
+    """
+
+    def hidden(self, inputs, values):
+        x = keras.layers.Flatten()(inputs)
+        for _ in range(values["layers"]):
+            initializer = self.initializer(values["initializer"], x.shape[-1])
+            dense = keras.layers.Dense(values["units"], use_bias=values["use_bias"],
+                                       kernel_initializer=initializer)
+            x = self.block(dense, x, values)
+        return x
+
+
+class CNNHyperModel(ClassifierHyperModel):
+    """A small CNN: `layers` x (Conv2D 3x3 with `units` filters, normalization, activation,
+    dropout, 2x2 max-pooling while the feature map is at least 2x2), then global average
+    pooling.
+
+    Hyperparameters: as `MLPHyperModel`, with `units` the filters of each convolution.
+
+    Args: as `ClassifierHyperModel`; `input_shape` is `(height, width, channels)`.
+
+    Example:
+
+    >>> hypermodel = CNNHyperModel(input_shape=(8, 8, 1), num_classes=10)
+    >>> model = hypermodel.build(kt.HyperParameters())
+    >>> model.output_shape
+    (None, 10)
+    """
+
+    def hidden(self, inputs, values):
+        x = inputs
+        for _ in range(values["layers"]):
+            initializer = self.initializer(values["initializer"], 9 * x.shape[-1])
+            conv = keras.layers.Conv2D(values["units"], 3, padding="same",
+                                       use_bias=values["use_bias"],
+                                       kernel_initializer=initializer)
+            x = self.block(conv, x, values)
+            if x.shape[1] >= 2 and x.shape[2] >= 2:
+                x = keras.layers.MaxPooling2D(2)(x)
+        return keras.layers.GlobalAveragePooling2D()(x)
+
+
+HYPERMODELS = {"mlp": MLPHyperModel, "cnn": CNNHyperModel}

@@ -1,0 +1,138 @@
+"""Runs a distributed search on this machine: one chief and N workers on loopback.
+
+Each process is `python -m kfound.tuning.search <search args> --role ... --oracle
+127.0.0.1:PORT`, KerasTuner's chief/worker protocol over gRPC with the run folder shared.
+The chief holds the oracle and writes the results; the workers train.
+
+A worker that dies (killed, out of memory) is restarted under the same worker id, and
+KerasTuner hands it back the trial it was running (`Oracle.create_trial` returns a
+tuner's ongoing trial), so the trial is retried and the search goes on. After
+`max_restarts` deaths of one worker the launcher stops everything and exits non-zero;
+running the same command again resumes the search.
+"""
+
+import argparse
+import contextlib
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import kfound
+
+_POLL_SECONDS = 0.2
+HOST = "127.0.0.1"
+
+
+def free_port(host=HOST):
+    """A TCP port that is free on `host` now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _listening(host, port):
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def launch(search_args, workers, max_restarts=3, port=None, python=sys.executable,
+           verbose=True):
+    """Starts a chief and `workers` workers for `search_args`; returns the exit code.
+
+    Args:
+        search_args: the arguments of `tuning/search.py` (without `--role`/`--oracle`).
+        workers: the number of workers, at least 1.
+        max_restarts: how many times one worker may die and be restarted. Defaults to 3.
+        port: the chief's port on 127.0.0.1. Defaults to a free one.
+        python: the Python interpreter to run. Defaults to this one.
+        verbose: print the processes' ids and restarts. Defaults to `True`.
+
+    Returns:
+        `0` when the search finished, non-zero otherwise.
+    """
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"Argument `workers` must be an integer >= 1. Received: workers={workers}")
+    for flag in ("--role", "--oracle", "--worker-id"):
+        if any(a == flag or a.startswith(flag + "=") for a in search_args):
+            raise ValueError(
+                f"The launcher sets `{flag}` itself; remove it from the search arguments. "
+                f"Received: search_args={search_args}"
+            )
+    def say(text, **kwargs):
+        if verbose:
+            print(text, **kwargs)
+
+    port = port or free_port()
+    # The children import the same kfound as this process.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(pathlib.Path(kfound.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
+    address = f"{HOST}:{port}"
+    command = [python, "-m", "kfound.tuning.search", *search_args, "--oracle", address]
+    chief = subprocess.Popen([*command, "--role", "chief"], env=env)
+    say(f"launch: chief pid {chief.pid} on {address}", flush=True)
+    # Workers start once the chief listens, so that a chief's --overwrite cannot delete
+    # what they write.
+    while not _listening(HOST, port):
+        if chief.poll() is not None:
+            return chief.returncode
+        time.sleep(_POLL_SECONDS)
+    worker_args = [a for a in command if a != "--overwrite"]
+
+    def start(name):
+        process = subprocess.Popen([*worker_args, "--role", "worker", "--worker-id", name],
+                                   env=env)
+        say(f"launch: {name} pid {process.pid}", flush=True)
+        return process
+
+    names = [f"worker{i}" for i in range(1, workers + 1)]
+    processes = {name: start(name) for name in names}
+    deaths = dict.fromkeys(names, 0)
+    try:
+        while chief.poll() is None:
+            for name, process in processes.items():
+                code = process.poll()
+                if code is None or code == 0:
+                    continue
+                deaths[name] += 1
+                if deaths[name] > max_restarts:
+                    say(f"launch: {name} died {deaths[name]} times (exit code {code}); "
+                          "stopping. Run the same command again to resume.", flush=True)
+                    return 1
+                say(f"launch: {name} died (exit code {code}); restarting it, and it "
+                      "retries its trial", flush=True)
+                processes[name] = start(name)
+            time.sleep(_POLL_SECONDS)
+        return chief.returncode
+    finally:
+        for process in [chief, *processes.values()]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [chief, *processes.values()]:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="tuning/launch.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="tuning/launch.py --workers N [--max-restarts K] -- <tuning/search.py arguments>",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="the number of workers (default: 2)")
+    parser.add_argument("--max-restarts", type=int, default=3,
+                        help="restarts allowed per worker before giving up (default: 3)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="the chief's port on 127.0.0.1 (default: a free one)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        parser.error("put the search arguments after `--`, e.g. `--workers 2 -- --tuner random "
+                     "--space tuning/spaces/mlp.yaml`. Received: no `--`")
+    split = argv.index("--")
+    args = parser.parse_args(argv[:split])
+    return launch(argv[split + 1:], args.workers, args.max_restarts, args.port)

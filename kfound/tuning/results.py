@@ -1,0 +1,155 @@
+"""What a search leaves behind: `trials.json`, `best.json`, `search.png`, a table, progress."""
+
+import math
+import os
+
+from kfound import io_utils, runs
+
+
+def trial_records(oracle):
+    """One dict per trial, by trial id: `trial_id`, `hyperparameters`, `score`, `status`
+    (KerasTuner's names: RUNNING, COMPLETED, FAILED, ...), `seconds` and `worker`."""
+    seconds = getattr(oracle, "trial_seconds", {})
+    workers = getattr(oracle, "trial_workers", {})
+    return [
+        {
+            "trial_id": trial_id,
+            "hyperparameters": dict(trial.hyperparameters.values),
+            "score": trial.score,
+            "status": trial.status,
+            "seconds": seconds.get(trial_id),
+            "worker": workers.get(trial_id),
+        }
+        for trial_id, trial in sorted(oracle.trials.items())
+    ]
+
+
+def best_record(records, direction):
+    """The completed record with the best score, or `None`."""
+    completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]
+    if not completed:
+        return None
+    pick = max if direction == "max" else min
+    return pick(completed, key=lambda r: r["score"])
+
+
+class SearchReporter:
+    """Called by the oracle when a trial ends: rewrites `trials.json` and `best.json`
+    atomically and prints one progress line with the running best.
+
+    Args:
+        output: the run folder.
+        verbose: print the progress line. Defaults to `True`.
+    """
+
+    def __init__(self, output, verbose=True):
+        self.output = output
+        self.verbose = verbose
+
+    def __call__(self, oracle, trial):
+        records = trial_records(oracle)
+        io_utils.write_json(os.path.join(self.output, "trials.json"), records)
+        best = best_record(records, oracle.objective.direction)
+        if best is not None:
+            write_best(self.output, best, oracle.objective)
+        if self.verbose:
+            print(progress_line(oracle, trial, records, best), flush=True)
+
+
+def progress_line(oracle, trial, records, best):
+    """`[trial 3/10] COMPLETED val_accuracy=0.9421 in 4.2s (worker1) | best 0.9533 (trial 1)`."""
+    done = sum(r["status"] in ("COMPLETED", "FAILED") for r in records)
+    total = f"/{oracle.max_trials}" if oracle.max_trials else ""
+    score = "" if trial.score is None else f" {oracle.objective.name}={trial.score:.4f}"
+    seconds = getattr(oracle, "trial_seconds", {}).get(trial.trial_id)
+    took = "" if seconds is None else f" in {seconds:.1f}s"
+    worker = getattr(oracle, "trial_workers", {}).get(trial.trial_id)
+    by = f" ({worker})" if worker and worker != "tuner0" else ""
+    best_text = "none yet" if best is None else f"{best['score']:.4f} (trial {best['trial_id']})"
+    values = " ".join(f"{k}={_short(v)}" for k, v in trial.hyperparameters.values.items()
+                      if not k.startswith("tuner/"))
+    return (f"[trial {done}{total}] {trial.status}{score}{took}{by} | best {best_text} | "
+            f"{values}")
+
+
+def write_best(output, best, objective):
+    """Writes `best.json`: the objective, the best trial's id, score and hyperparameters."""
+    io_utils.write_json(os.path.join(output, "best.json"), {
+        "objective": objective.name,
+        "direction": objective.direction,
+        "trial_id": best["trial_id"],
+        "score": best["score"],
+        "hyperparameters": best["hyperparameters"],
+    })
+
+
+def summary_table(records, direction, objective_name, top=10):
+    """The `top` completed trials, best first, as a printable table."""
+    completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]
+    completed.sort(key=lambda r: r["score"], reverse=direction == "max")
+    names = [n for n in (completed[0]["hyperparameters"] if completed else {})
+             if not n.startswith("tuner/")]
+    rows = [
+        {"trial": r["trial_id"], objective_name: r["score"],
+         "seconds": None if r["seconds"] is None else f"{r['seconds']:.1f}",
+         **{n: _short(r["hyperparameters"].get(n)) for n in names}}
+        for r in completed[:top]
+    ]
+    return runs.format_table(rows)
+
+
+def plot_search(records, objective_name, direction, path):
+    """Saves `search.png`: the objective per trial with the best so far and, when two or
+    more numeric hyperparameters vary, the two most varied against the score."""
+    from matplotlib.figure import Figure
+
+    completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]
+    numeric = _varying_numeric(completed)
+    figure = Figure(figsize=(11 if len(numeric) >= 2 else 6, 4.2), layout="constrained")
+    axes = figure.subplots(1, 2 if len(numeric) >= 2 else 1, squeeze=False)[0]
+    order = [int(r["trial_id"]) for r in completed]
+    scores = [r["score"] for r in completed]
+    pick = max if direction == "max" else min
+    best_so_far = [pick(scores[: i + 1]) for i in range(len(scores))]
+    axes[0].plot(order, scores, "o", label=objective_name, alpha=0.7)
+    axes[0].step(order, best_so_far, where="post", label="best so far")
+    axes[0].set_xlabel("trial")
+    axes[0].set_ylabel(objective_name)
+    axes[0].set_title("Objective per trial")
+    axes[0].legend()
+    if len(numeric) >= 2:
+        (x_name, x_log), (y_name, y_log) = numeric[:2]
+        points = axes[1].scatter([r["hyperparameters"][x_name] for r in completed],
+                                 [r["hyperparameters"][y_name] for r in completed],
+                                 c=scores, cmap="viridis")
+        axes[1].set_xscale("log" if x_log else "linear")
+        axes[1].set_yscale("log" if y_log else "linear")
+        axes[1].set_xlabel(x_name)
+        axes[1].set_ylabel(y_name)
+        axes[1].set_title(f"{objective_name} by hyperparameters")
+        figure.colorbar(points, ax=axes[1], label=objective_name)
+    io_utils.save_figure(figure, path, dpi=100)
+
+
+def _varying_numeric(records):
+    """Numeric hyperparameters that take two or more values, most distinct values first;
+    each with whether a log axis suits it (positive values spanning over 10x)."""
+    found = []
+    names = records[0]["hyperparameters"] if records else {}
+    for name in names:
+        if name.startswith("tuner/"):
+            continue
+        values = [r["hyperparameters"].get(name) for r in records]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        if len(set(values)) >= 2:
+            log = min(values) > 0 and max(values) / min(values) > 10
+            found.append((len(set(values)), name, log))
+    found.sort(key=lambda t: -t[0])
+    return [(name, log) for _, name, log in found]
+
+
+def _short(value):
+    if isinstance(value, float) and value != 0 and math.isfinite(value):
+        return float(f"{value:.4g}")
+    return value

@@ -1,0 +1,242 @@
+"""The hyperparameter-search command line: `tuning/search.py` and `python -m kfound.tuning.search`.
+
+Reads a search-space file, runs a KerasTuner search (grid, random, bayesian, hyperband or
+lipo) on it, and writes `trials.json` (as each trial ends), `best.json`,
+`best_model.keras` and `search.png` into the run folder. Running the same command again
+resumes a search that was stopped or killed. With `--role chief|worker --oracle
+HOST:PORT` the same command is one process of a distributed search (KerasTuner's
+chief/worker protocol over gRPC, with a shared run folder).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import socket
+import time
+import warnings
+
+import keras
+
+from kfound import datasets, io_utils, runs
+from kfound.tuning import hypermodels, results, space, tuners
+
+SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
+_DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
+_POLL_SECONDS = 0.2
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tuning/search.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--tuner", choices=tuners.TUNERS, default="random",
+                        help="the search algorithm (default: random)")
+    parser.add_argument("--space", required=True,
+                        help="the search-space file (.yaml or .json), e.g. tuning/spaces/mlp.yaml")
+    parser.add_argument("--max-trials", type=int, default=None,
+                        help=f"the number of trials (default: the whole grid for grid, "
+                             f"{_DEFAULT_TRIALS} otherwise, {_SMOKE_TRIALS} with --smoke); "
+                             "hyperband's own schedule sets its count, capped by this")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per trial when the space does not tune `epochs` "
+                             "(default: 10); for hyperband, the most epochs of one trial")
+    parser.add_argument("--executions-per-trial", type=int, default=1,
+                        help="models trained per trial, their scores averaged (default: 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over, deleting the previous search (default: resume it)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="train under the mixed_float16 dtype policy")
+    parser.add_argument("--jit", action="store_true",
+                        help="compile training steps with XLA (jit_compile=True)")
+    parser.add_argument("--role", choices=("chief", "worker"), default=None,
+                        help="this process's role in a distributed search (needs --oracle)")
+    parser.add_argument("--oracle", metavar="HOST:PORT", default=None,
+                        help="the chief's address: where the chief listens, where workers "
+                             "connect")
+    parser.add_argument("--worker-id", default=None,
+                        help="a worker's stable name; restarting a worker under the same name "
+                             "resumes its trial (default: worker-<host>-<pid>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    runs.add_run_arguments(parser, run_name="search-{space_name}-{tuner}")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("max_trials", "epochs", "executions_per_trial"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"argument --{name.replace('_', '-')} must be >= 1. "
+                         f"Received: {name}={value}")
+    if args.role is not None and args.oracle is None:
+        parser.error(f"--role {args.role} needs --oracle HOST:PORT. Received: oracle=None")
+    if args.oracle is not None:
+        host, _, port = args.oracle.rpartition(":")
+        if not host or not port.isdigit():
+            parser.error(f"argument --oracle must be HOST:PORT. Received: oracle={args.oracle!r}")
+        if args.role is None:
+            parser.error("--oracle needs --role chief or --role worker. Received: role=None")
+    if args.worker_id is not None and "chief" in args.worker_id:
+        parser.error("argument --worker-id must not contain 'chief' (KerasTuner reserves it). "
+                     f"Received: worker_id={args.worker_id!r}")
+    args.space_name = pathlib.Path(args.space).stem
+    return args
+
+
+def load_data(smoke):
+    """Digits as `(8, 8, 1)` images; a small slice with `smoke`."""
+    (x, y), (x_val, y_val) = datasets.load_digits()
+    if smoke:
+        x, y = x[:SMOKE_TRAIN], y[:SMOKE_TRAIN]
+        x_val, y_val = x_val[:SMOKE_VALIDATION], y_val[:SMOKE_VALIDATION]
+    return (x, y), (x_val, y_val)
+
+
+def check_arguments(args, search_space):
+    """Cross-checks the flags against the space, before anything runs."""
+    tuned = search_space.hyperparameters
+    if "epochs" in tuned and args.epochs is not None:
+        raise ValueError(
+            f"Argument `--epochs` fixes the epochs, but {search_space.source} tunes `epochs`; "
+            f"drop one of them. Received: epochs={args.epochs}"
+        )
+    if "epochs" in tuned and args.tuner == "hyperband":
+        raise ValueError(
+            f"{search_space.source} tunes `epochs`, but hyperband sets each trial's epochs "
+            "itself (up to --epochs); remove `epochs` from the space. Received: tuner='hyperband'"
+        )
+
+
+def _configure_role(args):
+    """Sets KerasTuner's distributed environment variables; returns the role or `None`."""
+    if args.role is None:
+        if "KERASTUNER_ORACLE_IP" in os.environ:  # KerasTuner's own variables, set by hand.
+            return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+        return None
+    host, _, port = args.oracle.rpartition(":")
+    os.environ["KERASTUNER_ORACLE_IP"] = host
+    os.environ["KERASTUNER_ORACLE_PORT"] = port
+    worker_id = args.worker_id or f"worker-{socket.gethostname()}-{os.getpid()}"
+    os.environ["KERASTUNER_TUNER_ID"] = "chief" if args.role == "chief" else worker_id
+    return args.role
+
+
+def _check_resume(output, search_space, args):
+    """Refuses to resume a search that used another space or tuner."""
+    saved = output / "space.json"
+    config = {"tuner": args.tuner, **search_space.to_config()}
+    if saved.exists() and not args.overwrite:
+        previous = json.loads(saved.read_text(encoding="utf-8"))
+        if previous != json.loads(json.dumps(config, default=io_utils._json_default)):
+            raise ValueError(
+                f"Argument `--output` holds a search with another space or tuner ({saved}); "
+                "pass --overwrite to start over or choose another --output. "
+                f"Received: output={str(output)!r}"
+            )
+    io_utils.write_json(saved, config)
+
+
+def serve_oracle(oracle, address):
+    """Serves `oracle` over KerasTuner's gRPC protocol until the search is done.
+
+    This is `keras_tuner`'s `oracle_chief.start_server` with a short poll: KerasTuner's
+    own sleeps 20 seconds at a time while the last trials finish.
+    """
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(address)
+    server.start()
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(_POLL_SECONDS)
+    finally:
+        server.stop(grace=1)
+
+
+def finish(tuner, output, quiet=False):
+    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png`; prints the table."""
+    oracle = tuner.oracle
+    records = results.trial_records(oracle)
+    io_utils.write_json(output / "trials.json", records)
+    best = results.best_record(records, oracle.objective.direction)
+    if best is None:
+        print("No trial completed; nothing to report.")
+        return None
+    results.write_best(output, best, oracle.objective)
+    with warnings.catch_warnings():
+        # The checkpoint holds the optimizer's variables; the reloaded model has none yet.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = tuner.get_best_models(1)[0]
+    io_utils.save_model(model, output / "best_model.keras")
+    results.plot_search(records, oracle.objective.name, oracle.objective.direction,
+                        output / "search.png")
+    if not quiet:
+        completed = sum(r["status"] == "COMPLETED" for r in records)
+        print(f"\n{completed} trials completed; best {oracle.objective.name}="
+              f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/\n")
+        print(results.summary_table(records, oracle.objective.direction, oracle.objective.name))
+    return best
+
+
+def main(argv=None):
+    """Runs (or resumes) one search, or one process of a distributed search."""
+    args = parse_args(argv)
+    search_space = space.load_space(args.space)
+    check_arguments(args, search_space)
+    role = _configure_role(args)
+    if role == "worker":
+        if args.output is None:
+            args.output = os.path.join(runs.SAVED_MODELS, f"search-{args.space_name}-{args.tuner}")
+        output = pathlib.Path(args.output)
+        keras.utils.set_random_seed(args.seed)
+    else:
+        output = runs.start_run(args)
+        _check_resume(output, search_space, args)
+    if args.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+
+    (x, y), validation = load_data(args.smoke)
+    hypermodel = hypermodels.HYPERMODELS[search_space.model](
+        input_shape=x.shape[1:], num_classes=int(y.max()) + 1, space=search_space,
+        epochs=args.epochs or 10, max_epochs=1 if args.smoke else None,
+        jit_compile=True if args.jit else "auto",
+    )
+    max_trials = args.max_trials or (
+        search_space.grid_size() if args.tuner == "grid"
+        else _SMOKE_TRIALS if args.smoke else _DEFAULT_TRIALS)
+    reporter = results.SearchReporter(output, verbose=not args.quiet)
+    tuner = tuners.make_tuner(
+        args.tuner, hypermodel, search_space.objective, directory=output,
+        max_trials=max_trials, seed=args.seed, max_epochs=2 if args.smoke else args.epochs,
+        overwrite=args.overwrite and role != "worker",
+        executions_per_trial=args.executions_per_trial, reporter=reporter,
+    )
+    if role != "worker" and not args.quiet:
+        done = sum(t.status in ("COMPLETED", "FAILED") for t in tuner.oracle.trials.values())
+        resumed = f", resuming after {done} finished trials" if done else ""
+        print(f"Search: {args.tuner} on {search_space.source} ({search_space.model}, "
+              f"{search_space.objective.name} {search_space.objective.direction}), "
+              f"max_trials={tuner.oracle.max_trials}{resumed}. Results in {output}/", flush=True)
+    tuner.oracle.verbose = 0  # KerasTuner's own display; the reporter prints one line a trial.
+    if role == "chief":
+        tuner.save()
+        serve_oracle(tuner.oracle, args.oracle)
+    else:
+        tuner.search(x, y, validation_data=validation, verbose=0)
+    if role == "worker":
+        return None
+    return finish(tuner, output, quiet=args.quiet)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""Search-space files: a model, a dataset, an objective and the hyperparameters to tune.
+
+A space file is YAML or JSON:
+
+```yaml
+model: mlp              # a built-in hypermodel: mlp or cnn
+dataset: digits         # scikit-learn's bundled digits
+objective: val_accuracy # direction inferred; or {name: val_loss, direction: min}
+hyperparameters:
+  learning_rate: {type: float, min: 1e-4, max: 1e-1, sampling: log, default: 1e-3}
+  units: {type: int, min: 16, max: 128, step: 16}
+  activation: {type: choice, values: [relu, tanh, gelu]}
+  use_bias: {type: bool}
+```
+
+Each entry maps onto KerasTuner's `hp.Float`, `hp.Int`, `hp.Choice` or `hp.Boolean`.
+Everything is checked when the file is read, before any trial runs: a bad file raises a
+`ValueError` naming the file, the entry and the problem.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+
+import keras_tuner as kt
+import yaml
+
+from kfound.tuning import hypermodels
+
+TYPES = ("float", "int", "choice", "bool")
+SAMPLINGS = ("linear", "log")
+OBJECTIVE_DIRECTIONS = ("min", "max")
+_TOP_LEVEL_KEYS = ("model", "dataset", "objective", "hyperparameters")
+_ENTRY_KEYS = {
+    "float": ("type", "min", "max", "step", "sampling", "default"),
+    "int": ("type", "min", "max", "step", "sampling", "default"),
+    "choice": ("type", "values", "default"),
+    "bool": ("type", "default"),
+}
+# Datasets of the fine-tuning library, which search cannot use until that library lands.
+_LATER_DATASETS = ("embedded", "tfds:", "folder:")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameter:
+    """One entry of a search space, as read from a space file.
+
+    Args:
+        name: the hyperparameter's name (`learning_rate`, `units`, ...).
+        type: `"float"`, `"int"`, `"choice"` or `"bool"`.
+        min: the smallest value (`float` and `int`).
+        max: the largest value (`float` and `int`).
+        step: the spacing of values (`float` and `int`); `None` for a continuous range.
+        sampling: `"linear"` or `"log"` (`float` and `int`).
+        values: the options (`choice`).
+        default: the value of the first grid point and of the model's
+            initial build; KerasTuner's default when `None`.
+    """
+
+    name: str
+    type: str
+    min: float | int | None = None
+    max: float | int | None = None
+    step: float | int | None = None
+    sampling: str = "linear"
+    values: tuple | None = None
+    default: object = None
+
+    def declare(self, hp):
+        """Registers this entry in a `keras_tuner.HyperParameters` and returns its value."""
+        if self.type == "float":
+            return hp.Float(self.name, self.min, self.max, step=self.step,
+                            sampling=self.sampling, default=self.default)
+        if self.type == "int":
+            return hp.Int(self.name, self.min, self.max, step=self.step,
+                          sampling=self.sampling, default=self.default)
+        if self.type == "choice":
+            return hp.Choice(self.name, list(self.values), default=self.default)
+        return hp.Boolean(self.name, default=bool(self.default))
+
+    def candidate_values(self):
+        """The values to check against a model's rules: the bounds, or every option."""
+        if self.type in ("float", "int"):
+            return [self.min, self.max]
+        if self.type == "choice":
+            return list(self.values)
+        return [False, True]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """A parsed, checked search-space file.
+
+    Args:
+        model: the built-in hypermodel's name.
+        dataset: the dataset's name (`"digits"`).
+        objective: a `keras_tuner.Objective`.
+        hyperparameters: a dict of `Hyperparameter`, by name, in file order.
+        source: where the space came from, for messages.
+    """
+
+    model: str
+    dataset: str
+    objective: kt.Objective
+    hyperparameters: dict
+    source: str = "<space>"
+
+    def declare(self, hp):
+        """Registers every entry in a `keras_tuner.HyperParameters`."""
+        for entry in self.hyperparameters.values():
+            entry.declare(hp)
+        return hp
+
+    def grid_size(self):
+        """The number of points a grid search visits (KerasTuner's own enumeration)."""
+        hp = self.declare(kt.HyperParameters())
+        return math.prod(len(list(h.values)) for h in hp.space)
+
+    def to_config(self):
+        """A JSON-serializable dict that `parse_space` reads back."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "objective": {"name": self.objective.name, "direction": self.objective.direction},
+            "hyperparameters": {
+                name: {k: (list(v) if isinstance(v, tuple) else v)
+                       for k, v in dataclasses.asdict(entry).items()
+                       if k != "name" and v is not None}
+                for name, entry in self.hyperparameters.items()
+            },
+        }
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML reads `1e-3` as a string (YAML 1.1); read it as a float, as YAML 1.2 does."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$""", re.X),
+    list("-+0123456789"),
+)
+
+
+def load_space(path):
+    """Reads and checks a search-space file (`.yaml`, `.yml` or `.json`).
+
+    Args:
+        path: the file's path.
+
+    Returns:
+        A `SearchSpace`.
+
+    Raises:
+        ValueError: the file is missing, unreadable or malformed. The message names
+            the file, the entry and the problem.
+
+    Example:
+
+    >>> space = load_space("tuning/spaces/mlp.yaml")  # doctest: +SKIP
+    >>> space.model, list(space.hyperparameters)[:2]  # doctest: +SKIP
+    ('mlp', ['learning_rate', 'layers'])
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".yaml", ".yml", ".json"):
+        raise ValueError(
+            "Argument `space` must be a .yaml, .yml or .json file. "
+            f"Received: space={path!r}"
+        )
+    if not os.path.isfile(path):
+        raise ValueError(f"Argument `space` must be an existing file. Received: space={path!r}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        config = json.loads(text) if ext == ".json" else yaml.load(text, Loader=_YAMLLoader)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(
+            f"{path}: the file is not valid {ext[1:].upper()}: {e}. Received: space={path!r}"
+        ) from e
+    return parse_space(config, source=path)
+
+
+def parse_space(config, source="<space>"):
+    """Checks a search-space dict (as read from a file) and returns a `SearchSpace`.
+
+    Args:
+        config: the dict, with keys `model`, `dataset`, `objective` (optional,
+            defaults to `"val_accuracy"`) and `hyperparameters`.
+        source: the name used in error messages, usually the file's path.
+
+    Returns:
+        A `SearchSpace`.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{source}: a space file must hold a mapping with keys {list(_TOP_LEVEL_KEYS)}. "
+            f"Received: space={config!r}"
+        )
+    unknown = [k for k in config if k not in _TOP_LEVEL_KEYS]
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown key {unknown[0]!r}; expected keys {list(_TOP_LEVEL_KEYS)}. "
+            f"Received: {unknown[0]}={config[unknown[0]]!r}"
+        )
+    for key in ("model", "dataset", "hyperparameters"):
+        if key not in config:
+            raise ValueError(f"{source}: the key {key!r} is required. Received: {key}=None")
+
+    model = config["model"]
+    if model not in hypermodels.HYPERMODELS:
+        raise ValueError(
+            f"{source}: `model` must be one of {sorted(hypermodels.HYPERMODELS)}. "
+            f"Received: model={model!r}"
+        )
+    hypermodel_cls = hypermodels.HYPERMODELS[model]
+    dataset = _parse_dataset(config["dataset"], source)
+    objective = _parse_objective(config.get("objective", "val_accuracy"), hypermodel_cls, source)
+
+    raw = config["hyperparameters"]
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(
+            f"{source}: `hyperparameters` must be a non-empty mapping of name to entry. "
+            f"Received: hyperparameters={raw!r}"
+        )
+    entries = {}
+    for name, entry in raw.items():
+        if name not in hypermodel_cls.HYPERPARAMETERS:
+            raise ValueError(
+                f"{source}: hyperparameter {name!r} is not used by model {model!r}; it uses "
+                f"{sorted(hypermodel_cls.HYPERPARAMETERS)}. Received: {name}={entry!r}"
+            )
+        parsed = _parse_entry(name, entry, source)
+        problem = hypermodel_cls.check_hyperparameter(parsed)
+        if problem:
+            raise ValueError(f"{source}: hyperparameter {name!r}: {problem}. Received: "
+                             f"{name}={entry!r}")
+        entries[name] = parsed
+    return SearchSpace(model, dataset, objective, entries, source=str(source))
+
+
+def _parse_dataset(dataset, source):
+    if dataset == "digits":
+        return dataset
+    if isinstance(dataset, str) and dataset.startswith(_LATER_DATASETS):
+        raise ValueError(
+            f"{source}: dataset {dataset!r} is not supported yet for search (it needs the "
+            "fine-tuning library); use `digits`. "
+            f"Received: dataset={dataset!r}"
+        )
+    raise ValueError(
+        f"{source}: `dataset` must be `digits` (scikit-learn's bundled digits). "
+        f"Received: dataset={dataset!r}"
+    )
+
+
+def _parse_objective(objective, hypermodel_cls, source):
+    if isinstance(objective, str):
+        name, direction = objective, None
+    elif isinstance(objective, dict) and set(objective) <= {"name", "direction"}:
+        name, direction = objective.get("name"), objective.get("direction")
+    else:
+        raise ValueError(
+            f"{source}: `objective` must be a metric name or a mapping "
+            f"{{name: ..., direction: min|max}}. Received: objective={objective!r}"
+        )
+    if name not in hypermodel_cls.OBJECTIVES:
+        raise ValueError(
+            f"{source}: `objective` must be a metric the model reports, one of "
+            f"{list(hypermodel_cls.OBJECTIVES)}. Received: objective={objective!r}"
+        )
+    if direction is None:
+        return kt.Objective(name, hypermodel_cls.OBJECTIVES[name])
+    if direction not in OBJECTIVE_DIRECTIONS:
+        raise ValueError(
+            f"{source}: the objective's `direction` must be `min` or `max`. "
+            f"Received: direction={direction!r}"
+        )
+    return kt.Objective(name, direction)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_entry(name, entry, source):
+    def fail(problem):
+        raise ValueError(
+            f"{source}: hyperparameter {name!r}: {problem}. Received: {name}={entry!r}"
+        )
+
+    if not isinstance(entry, dict):
+        fail("an entry must be a mapping with a `type`")
+    kind = entry.get("type")
+    if kind not in TYPES:
+        fail(f"unknown type {kind!r}; `type` must be one of {list(TYPES)}")
+    extra = [k for k in entry if k not in _ENTRY_KEYS[kind]]
+    if extra:
+        fail(f"key {extra[0]!r} does not apply to type {kind!r}; its keys are "
+             f"{list(_ENTRY_KEYS[kind])}")
+    default = entry.get("default")
+
+    if kind == "bool":
+        if default is not None and not isinstance(default, bool):
+            fail("`default` of a bool must be true or false")
+        return Hyperparameter(name, kind, default=default)
+
+    if kind == "choice":
+        values = entry.get("values")
+        if not isinstance(values, list) or not values:
+            fail("`values` of a choice must be a non-empty list")
+        if not all(isinstance(v, (str, bool)) or _is_number(v) for v in values):
+            fail("`values` must be strings, numbers or booleans")
+        if all(_is_number(v) for v in values):
+            if any(isinstance(v, float) for v in values):
+                values = [float(v) for v in values]
+        elif len({type(v) for v in values}) > 1:
+            fail("`values` must all have one type")
+        if len(set(values)) != len(values):
+            fail("`values` has duplicates")
+        if default is not None and default not in values:
+            fail(f"`default` {default!r} is not one of `values`")
+        return Hyperparameter(name, kind, values=tuple(values), default=default)
+
+    low, high, step = entry.get("min"), entry.get("max"), entry.get("step")
+    sampling = entry.get("sampling", "linear")
+    check = int if kind == "int" else float
+    for key, value in (("min", low), ("max", high)):
+        if value is None:
+            fail(f"`{key}` is required for type {kind!r}")
+    for key, value in (("min", low), ("max", high), ("step", step), ("default", default)):
+        if value is None:
+            continue
+        if not _is_number(value) or (check is int and not isinstance(value, int)):
+            fail(f"`{key}` must be {'an integer' if check is int else 'a number'}")
+    if low > high:
+        fail(f"`min` ({low}) must be <= `max` ({high})")
+    if sampling not in SAMPLINGS:
+        fail(f"`sampling` must be one of {list(SAMPLINGS)}")
+    if sampling == "log" and low <= 0:
+        fail(f"log sampling needs `min` > 0 (got {low})")
+    if step is not None and step <= 0:
+        fail(f"`step` must be > 0 (got {step})")
+    if sampling == "log" and step is not None and step <= 1:
+        fail(f"with log sampling `step` is a factor and must be > 1 (got {step})")
+    if default is not None and not low <= default <= high:
+        fail(f"`default` {default} is outside [{low}, {high}]")
+    if kind == "float":
+        low, high = float(low), float(high)
+        step = None if step is None else float(step)
+        default = None if default is None else float(default)
+    return Hyperparameter(name, kind, low, high, step, sampling, default=default)

@@ -1,0 +1,88 @@
+"""`tuning/launch.py`: a chief and workers on loopback, KerasTuner's gRPC protocol."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kfound.tuning import launch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GRID = {
+    "model": "mlp", "dataset": "digits", "objective": "val_accuracy",
+    "hyperparameters": {
+        "learning_rate": {"type": "choice", "values": [0.003, 0.03]},
+        "units": {"type": "choice", "values": [4, 8]},
+    },
+}
+
+
+def _grid(tmp_path, units=(4, 8)):
+    config = json.loads(json.dumps(GRID))
+    config["hyperparameters"]["units"]["values"] = list(units)
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def _trials(output):
+    return json.loads((pathlib.Path(output) / "trials.json").read_text())
+
+
+def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    output = tmp_path / "run"
+    code = launch.launch(["--tuner", "grid", "--space", _grid(tmp_path), "--smoke",
+                          "--output", str(output)], workers=2)
+    assert code == 0
+    trials = _trials(output)
+    assert len(trials) == 4 and {t["status"] for t in trials} == {"COMPLETED"}
+    assert {t["worker"] for t in trials} == {"worker1", "worker2"}
+    assert (output / "best_model.keras").exists() and (output / "best.json").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path):
+    output = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "tuning/launch.py", "--workers", "2", "--", "--tuner", "grid",
+         "--space", _grid(tmp_path, units=(4, 8, 12)), "--smoke", "--output", str(output)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    pids = {}
+    for line in process.stdout:
+        match = re.match(r"launch: (worker\d) pid (\d+)", line)
+        if match:
+            pids[match[1]] = int(match[2])
+        if len(pids) == 2:
+            break
+    deadline = time.time() + 900
+    while not (output / "trials.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(pids["worker1"], signal.SIGKILL)
+    rest = process.stdout.read()
+    assert process.wait() == 0
+    assert "worker1 died" in rest
+    trials = _trials(output)
+    assert len(trials) == 6 and {t["status"] for t in trials} == {"COMPLETED"}
+
+
+@pytest.mark.parametrize("args, workers, match", [
+    (["--space", "s.yaml"], 0, r"`workers` must be an integer >= 1. Received: workers=0"),
+    (["--role", "chief"], 2, r"sets `--role` itself"),
+])
+def test_bad_arguments(args, workers, match):
+    with pytest.raises(ValueError, match=match):
+        launch.launch(args, workers)
+
+
+def test_search_arguments_go_after_a_double_dash(capsys):
+    with pytest.raises(SystemExit):
+        launch.main(["--workers", "2", "--tuner", "grid"])
+    assert "put the search arguments after `--`" in capsys.readouterr().err

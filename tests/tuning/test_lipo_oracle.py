@@ -1,0 +1,136 @@
+"""The AdaLIPO oracle through KerasTuner's Oracle API, on functions with known optima."""
+
+import math
+
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from kfound.tuning import lipo_oracle, tuners
+from kfound.tuning.lipo_oracle import LIPOOracle
+
+
+def _minimize(oracle, f, trials, directory):
+    oracle.verbose = 0
+    oracle._set_project_dir(str(directory), "lipo")
+    for _ in range(trials):
+        trial = oracle.create_trial("tuner0")
+        if trial.status != "RUNNING":
+            break
+        oracle.update_trial(trial.trial_id, {"f": f(trial.hyperparameters.values)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    oracle.save()  # As `BaseTuner.on_trial_end` does after `end_trial`.
+    return oracle.get_best_trials()[0]
+
+
+def test_finds_the_minimum_of_a_1d_function(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Float("x", -3.0, 3.0)
+    f = lambda v: abs(v["x"] - 1.234) + 0.1 * math.sin(5 * v["x"]) ** 2  # noqa: E731
+    oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=40, hyperparameters=hp, seed=3)
+    best = _minimize(oracle, f, 40, tmp_path)
+    assert abs(best.hyperparameters.get("x") - 1.234) < 0.05
+    assert len(oracle.trials) == 40
+
+
+def test_finds_the_maximum_of_a_2d_function_with_log_sampling(tmp_path):
+    # The optimum sits at lr=1e-3 (log scale) and d=0.25; maximized, as val_accuracy would be.
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-5, 1e-1, sampling="log")
+    hp.Float("d", 0.0, 1.0)
+    f = lambda v: -((math.log10(v["lr"]) + 3) / 4) ** 2 - (v["d"] - 0.25) ** 2  # noqa: E731
+    oracle = LIPOOracle(kt.Objective("f", "max"), max_trials=80, hyperparameters=hp, seed=7)
+    best = _minimize(oracle, f, 80, tmp_path)
+    assert best.score > -0.003
+    assert abs(math.log10(best.hyperparameters.get("lr")) + 3) < 0.25
+
+
+def test_choices_are_categorical_and_ints_stay_in_range(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Choice("act", ["relu", "tanh", "gelu"])
+    hp.Int("units", 1, 6)
+    hp.Boolean("bias")
+    f = lambda v: (v["act"] != "tanh") + abs(v["units"] - 4) + (not v["bias"])  # noqa: E731
+    oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=36, hyperparameters=hp, seed=2)
+    best = _minimize(oracle, f, 36, tmp_path)
+    assert best.score == 0
+    values = [t.hyperparameters.values for t in oracle.trials.values()]
+    assert all(1 <= v["units"] <= 6 for v in values)
+    assert len({tuple(sorted(v.items())) for v in values}) == len(values)  # no duplicates
+
+
+def test_stops_when_a_discrete_space_is_exhausted(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Choice("a", [1, 2, 3])
+    oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=10, hyperparameters=hp, seed=1)
+    _minimize(oracle, lambda v: v["a"], 10, tmp_path)
+    assert len(oracle.trials) == 3
+
+
+def test_resumed_oracle_proposes_what_the_uninterrupted_one_would(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    hp.Int("n", 1, 50, sampling="log")
+    f = lambda v: (v["x"] - 0.7) ** 2 + 0.01 * v["n"]  # noqa: E731
+
+    def make():
+        return LIPOOracle(kt.Objective("f", "min"), max_trials=20, hyperparameters=hp, seed=5)
+
+    straight = make()
+    _minimize(straight, f, 20, tmp_path / "straight")
+    first = make()
+    _minimize(first, f, 8, tmp_path / "resumed")
+    resumed = make()
+    resumed._set_project_dir(str(tmp_path / "resumed"), "lipo")
+    resumed.reload()
+    assert resumed.get_state()["alpha"] == 0.01
+    _minimize(resumed, f, 12, tmp_path / "resumed")
+    assert ([t.hyperparameters.values for _, t in sorted(straight.trials.items())]
+            == [t.hyperparameters.values for _, t in sorted(resumed.trials.items())])
+
+
+def test_lipschitz_estimate_is_on_the_geometric_grid():
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    space = hp.space
+    points = np.array([[0.0], [0.5], [1.0]])
+    scores = np.array([0.0, 1.0, 1.5])
+    k = lipo_oracle.lipschitz_estimate(points, scores, space, alpha=0.01)
+    assert 2.0 <= k < 2.0 * 1.01
+    assert math.isclose(math.log(k, 1.01), round(math.log(k, 1.01)), abs_tol=1e-6)
+    assert lipo_oracle.lipschitz_estimate(points[:1], scores[:1], space, 0.01) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"exploration_probability": 1.5}, r"`exploration_probability` must be in \[0, 1\]. "
+                                       r"Received: exploration_probability=1.5"),
+    ({"alpha": 0.0}, r"`alpha` must be > 0. Received: alpha=0.0"),
+    ({"max_candidates": 0},
+     r"`max_candidates` must be an integer >= 1. Received: max_candidates=0"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LIPOOracle("val_loss", **kwargs)
+
+
+def test_reload_does_not_rerun_a_trial_that_finished_before_the_kill(tmp_path):
+    # KerasTuner saves `oracle.json` inside `end_trial` while the trial is still listed as
+    # ongoing; a kill before the next save would make plain KerasTuner run it again.
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    oracle = tuners.ResumableLIPOOracle(kt.Objective("f", "min"), max_trials=5,
+                                        hyperparameters=hp, seed=1)
+    oracle.verbose = 0
+    oracle._set_project_dir(str(tmp_path), "p")
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial(trial.trial_id, {"f": 1.0})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)  # No save afterwards: as if killed here.
+    resumed = tuners.ResumableLIPOOracle(kt.Objective("f", "min"), max_trials=5,
+                                         hyperparameters=hp, seed=1)
+    resumed._set_project_dir(str(tmp_path), "p")
+    resumed.reload()
+    assert resumed._retry_queue == []
+    assert resumed.end_order == [trial.trial_id]
+    assert resumed.create_trial("tuner0").trial_id != trial.trial_id

@@ -1,0 +1,19 @@
+"""Hyperparameter search on digits with KerasTuner: grid, random, bayesian, hyperband, lipo.
+
+Runs a search described by a space file and writes its results to
+`saved_models/search-<space>-<tuner>/` (`trials.json`, `best.json`, `best_model.keras`,
+`search.png`). Run the same command again to resume a stopped or killed search.
+
+```
+python tuning/search.py --tuner lipo --space tuning/spaces/mlp.yaml --max-trials 20
+python tuning/search.py --tuner grid --space tuning/spaces/mlp_grid.yaml --smoke
+```
+
+A `--smoke` search trains each trial one epoch on a slice of digits: seconds per trial.
+The logic lives in `kfound.tuning.search`; see `--help` for every flag.
+"""
+
+from kfound.tuning.search import main
+
+if __name__ == "__main__":
+    main()
