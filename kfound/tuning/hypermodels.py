@@ -13,10 +13,10 @@ import keras
 import keras_tuner as kt
 
 from kfound.initializers import SparseInitializer
-from kfound.layers import LRN, GroupNorm
+from kfound.layers import LRN, GroupNorm, WeightNorm
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-NORMALIZATIONS = ("none", "batch", "group", "lrn")
+NORMALIZATIONS = ("none", "batch", "group", "lrn", "weight")
 INITIALIZERS = ("sparse",)  # kfound's, besides every Keras initializer name
 SPARSE_CONNECTIONS = 15  # Martens (2010), capped by the fan-in
 GROUPS = 32  # GroupNorm's groups (Wu & He, 2018), reduced to a divisor of the channels
@@ -181,8 +181,11 @@ class ClassifierHyperModel(kt.HyperModel):
 
         Normalizations: `none`; `batch` (Keras's BatchNormalization); `group` (kfound's
         GroupNorm with `gcd(32, channels)` groups); `lrn` (kfound's LRN across channels,
-        AlexNet's constants).
+        AlexNet's constants); `weight` (kfound's WeightNorm around `layer`, with its
+        data-dependent initialization).
         """
+        if values["normalization"] == "weight":
+            layer = WeightNorm(layer)
         x = layer(x)
         channels = x.shape[-1]
         if values["normalization"] == "batch":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kfound.initializers import SparseInitializer
-from kfound.layers import LRN, GroupNorm
+from kfound.layers import LRN, GroupNorm, WeightNorm
 from kfound.tuning import hypermodels, space
 
 SPACE = space.parse_space({
@@ -79,7 +79,8 @@ def test_fit_tunes_batch_size_and_epochs():
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 @pytest.mark.parametrize("normalization, layer", [
-    ("batch", keras.layers.BatchNormalization), ("group", GroupNorm), ("lrn", LRN)])
+    ("batch", keras.layers.BatchNormalization), ("group", GroupNorm), ("lrn", LRN),
+    ("weight", WeightNorm)])
 def test_normalizations_and_the_sparse_initializer_use_kfound(model, normalization, layer,
                                                               tmp_path):
     model_space = space.parse_space({"model": model, "dataset": "digits", "hyperparameters": {
@@ -93,8 +94,10 @@ def test_normalizations_and_the_sparse_initializer_use_kfound(model, normalizati
     assert len(norms) == 2
     if normalization == "group":
         assert norms[0].groups == 4  # gcd(32, 12)
-    kernels = [la for la in built.layers if isinstance(la, (keras.layers.Dense,
-                                                            keras.layers.Conv2D))][:2]
+    # WeightNorm wraps the Dense or Conv2D layer; the kernel is the wrapped layer's.
+    unwrapped = [la.layer if isinstance(la, WeightNorm) else la for la in built.layers]
+    kernels = [la for la in unwrapped if isinstance(la, (keras.layers.Dense,
+                                                         keras.layers.Conv2D))][:2]
     assert all(isinstance(k.kernel_initializer, SparseInitializer) for k in kernels)
     # The first layer of the cnn sees 3x3x1 inputs: the connections are capped at 9.
     nonzero = (keras.ops.convert_to_numpy(kernels[0].kernel) != 0).reshape(-1, 12).sum(0)

@@ -100,8 +100,6 @@ def test_example_spaces_all_parse():
      r"key 'min' does not apply to type 'choice'"),
     (_with(hp_optimizer={"type": "choice", "values": ["adam", "lbfgs"]}),
      r"'optimizer': value 'lbfgs' is invalid"),
-    (_with(hp_normalization={"type": "choice", "values": ["batch", "weight"]}),
-     r"'normalization': value 'weight' is invalid"),
     (_with(hp_normalization={"type": "choice", "values": ["batch", "layer"]}),
      r"'normalization': value 'layer' is invalid"),
     (_with(hp_initializer={"type": "choice", "values": ["he_normal", "zeros?"]}),
