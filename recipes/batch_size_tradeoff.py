@@ -71,8 +71,11 @@ def warm_up(model, data, batch_size):
     model.fit(x[:n], y[:n], batch_size=batch_size, epochs=1, verbose=0)
     model.evaluate(x_val, y_val, batch_size=len(x_val), verbose=0)
     model.set_weights(weights)
+    # Reset the step count and Adam's moments, but not the learning rate, which Keras 3
+    # also keeps among the optimizer's variables (zeroing it stopped all training).
     for variable in model.optimizer.variables:
-        variable.assign(keras.ops.zeros_like(variable))
+        if variable.name != "learning_rate":
+            variable.assign(keras.ops.zeros_like(variable))
 
 
 def train_to_target(data, batch_size, target, max_epochs, seed):

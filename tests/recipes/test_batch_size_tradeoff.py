@@ -37,3 +37,13 @@ def test_verdict_finds_an_interior_optimum():
     verdict, best = _load().verdict_for(rows)
     assert best == 1
     assert verdict.startswith("not confirmed")
+
+
+def test_the_model_learns_after_the_warm_up():
+    # The warm-up once zeroed Adam's learning rate with the moments, so nothing trained.
+    from kfound import datasets
+
+    data = datasets.load_digits(images=False, seed=0)
+    result = _load().train_to_target(data, 64, 0.9, 30, seed=0)
+    assert result["epochs_to_target"] is not None
+    assert result["best_val_accuracy"] >= 0.9
