@@ -178,6 +178,44 @@ def load_image_data(
     )
 
 
+def rebatch(data, batch_size, shuffle_buffer=1024):
+    """The same data with another training batch size (a tuned one, say).
+
+    The training pipeline is rebuilt from `data.train_unshuffled` the way
+    `load_image_data` builds it (shuffle, class balancing if `data.balance`, batch,
+    prefetch), so the decoded images and their in-memory cache are shared, not loaded
+    again. The validation pipeline is kept: its batch size changes no metric.
+
+    Args:
+        data: an `ImageData` without augmentation (its layer is not kept in `ImageData`,
+            so it could not be rebuilt).
+        batch_size: examples per training batch.
+        shuffle_buffer: the most images the shuffle buffer holds. Defaults to `1024`, as
+            in `load_image_data`.
+
+    Returns:
+        An `ImageData` with `batch_size` and a new `train` pipeline.
+
+    Example:
+
+    >>> data = rebatch(load_image_data("embedded", image_size=16), batch_size=4)
+    >>> next(iter(data.train))[0].shape
+    TensorShape([4, 16, 16, 3])
+    """
+    _check_positive_int("batch_size", batch_size)
+    if data.augmented:
+        raise ValueError(
+            "Argument `data` must not be augmented: `ImageData` does not keep its "
+            "augmentation layer, so `rebatch` cannot rebuild the pipeline; load the data "
+            f"again with the new batch size. Received: data.augmented={data.augmented}"
+        )
+    train = make_training_pipeline(
+        data.train_unshuffled, data.num_classes, data.train_examples, batch_size,
+        balance=data.balance, seed=data.seed, shuffle_buffer=shuffle_buffer,
+    )
+    return dataclasses.replace(data, train=train, batch_size=int(batch_size))
+
+
 def make_training_pipeline(
     dataset, num_classes, num_examples, batch_size, balance=False, augment=None, seed=0,
     shuffle_buffer=None,

@@ -339,9 +339,11 @@ def unfreeze_index(backbone, unfreeze_from):
     )
 
 
-def _compile(model, learning_rate, jit_compile):
+def _compile(model, learning_rate, jit_compile, optimizer="adam"):
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.get(
+            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
+        ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,
@@ -382,7 +384,7 @@ def extract_features(classifier, dataset, verbose=0):
 
 def fit_head(
     classifier, data, epochs, learning_rate=1e-3, cache_features=True, backup_dir=None,
-    callbacks=None, jit_compile="auto", verbose="auto", log=print,
+    callbacks=None, jit_compile="auto", verbose="auto", log=print, optimizer="adam",
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -396,13 +398,14 @@ def fit_head(
         classifier: a `Classifier`.
         data: a `kfound.data.ImageData`.
         epochs: the number of epochs.
-        learning_rate: Adam's learning rate. Defaults to `1e-3`.
+        learning_rate: the optimizer's learning rate. Defaults to `1e-3`.
         cache_features: train on cached features when possible. Defaults to `True`.
         backup_dir: the `BackupAndRestore` folder that makes training resumable.
         callbacks: more Keras callbacks. Defaults to none.
         jit_compile: passed to `compile`. Defaults to `"auto"`.
         verbose: `fit`'s verbosity. Defaults to `"auto"`.
         log: where progress messages go. Defaults to `print`.
+        optimizer: a Keras optimizer name (`"adam"`, `"sgd"`, ...). Defaults to `"adam"`.
 
     Returns:
         The training history, a dict of per-epoch lists with an `"epoch"` key
@@ -427,14 +430,14 @@ def fit_head(
         )
         log(f"head: feature caching is off ({reason}); every epoch runs the frozen backbone")
         train, val, model = data.train, data.val, classifier.model
-    _compile(model, learning_rate, jit_compile)
+    _compile(model, learning_rate, jit_compile, optimizer)
     return _fit(model, train, val, epochs, backup_dir, callbacks, verbose)
 
 
 def fit_full(
     classifier, data, epochs, fine_tune_epochs, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
     unfreeze_from=None, cache_features=True, backup_dir=None, callbacks=None,
-    jit_compile="auto", verbose="auto", log=print,
+    jit_compile="auto", verbose="auto", log=print, optimizer="adam",
 ):
     """State 3: the head on the frozen backbone, then the unfrozen backbone at a low rate.
 
@@ -458,22 +461,24 @@ def fit_full(
         jit_compile: passed to `compile`. Defaults to `"auto"`.
         verbose: `fit`'s verbosity. Defaults to `"auto"`.
         log: where progress messages go. Defaults to `print`.
+        optimizer: a Keras optimizer name, for both phases (each compiles a fresh one).
+            Defaults to `"adam"`.
 
     Returns:
         The history of both phases, as `fit_head`'s, with a `"phase"` key.
     """
     if backup_dir is None:
         first = fit_head(classifier, data, epochs, learning_rate, cache_features, None,
-                         callbacks, jit_compile, verbose, log)
+                         callbacks, jit_compile, verbose, log, optimizer)
     else:
         first = _resumable_phase1(
             classifier, data, epochs, learning_rate, cache_features, os.fspath(backup_dir),
-            callbacks, jit_compile, verbose, log,
+            callbacks, jit_compile, verbose, log, optimizer,
         )
     index = classifier.unfreeze(unfreeze_from)
     log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
         f"({classifier.backbone.layers[index].name}); learning rate {fine_tune_learning_rate}")
-    _compile(classifier.model, fine_tune_learning_rate, jit_compile)
+    _compile(classifier.model, fine_tune_learning_rate, jit_compile, optimizer)
     phase2_dir = None if backup_dir is None else os.path.join(backup_dir, "phase2")
     second = _fit(classifier.model, data.train, data.val, epochs + fine_tune_epochs, phase2_dir,
                   callbacks, verbose, initial_epoch=epochs)
@@ -488,7 +493,7 @@ def fit_full(
 
 
 def _resumable_phase1(classifier, data, epochs, learning_rate, cache_features, backup_dir,
-                      callbacks, jit_compile, verbose, log):
+                      callbacks, jit_compile, verbose, log, optimizer):
     """Phase 1 of `fit_full`, whose finished head and history are kept until phase 2 ends."""
     head_path = os.path.join(backup_dir, "phase1_head.keras")
     history_path = os.path.join(backup_dir, "phase1_history.json")
@@ -498,7 +503,8 @@ def _resumable_phase1(classifier, data, epochs, learning_rate, cache_features, b
         with open(history_path, encoding="utf-8") as f:
             return json.load(f)
     first = fit_head(classifier, data, epochs, learning_rate, cache_features,
-                     os.path.join(backup_dir, "phase1"), callbacks, jit_compile, verbose, log)
+                     os.path.join(backup_dir, "phase1"), callbacks, jit_compile, verbose, log,
+                     optimizer)
     io_utils.save_model(classifier.head, head_path)
     io_utils.write_json(history_path, first)
     return first

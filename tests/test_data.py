@@ -180,3 +180,26 @@ def test_bad_embedded_arguments_are_clear_errors(task, kwargs, match):
 def test_bad_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.load_image_data("embedded", **kwargs)
+
+
+def test_rebatch_shares_the_images_and_keeps_the_settings():
+    loaded = data.load_image_data("embedded", image_size=8, batch_size=16, balance=True)
+    rebatched = data.rebatch(loaded, batch_size=4)
+    assert rebatched.batch_size == 4 and rebatched.balance and loaded.batch_size == 16
+    assert rebatched.train_unshuffled is loaded.train_unshuffled
+    batches = list(rebatched.train)
+    assert [len(y) for _, y in batches] == [4] * 5  # 20 examples, one epoch
+
+
+@pytest.mark.parametrize(
+    "augment, batch_size, match",
+    [
+        (False, 0, r"`batch_size` must be a positive integer\. Received: batch_size=0"),
+        (True, 4, r"must not be augmented.*Received: data\.augmented=True"),
+    ],
+)
+def test_bad_rebatch_arguments_are_clear_errors(augment, batch_size, match):
+    layers = data.augmentation_layers(flip=None, pca_lighting=0) if augment else None
+    loaded = data.load_image_data("embedded", image_size=8, augment=layers)
+    with pytest.raises(ValueError, match=match):
+        data.rebatch(loaded, batch_size)

@@ -61,6 +61,24 @@ def test_head_on_cached_features_matches_the_full_model():
     assert finetune.trainable_params(classifier.model) == 64 * 2 + 2  # even, odd
 
 
+@pytest.mark.parametrize("state", ["head", "full"])
+def test_optimizer_is_chosen_by_name(state):
+    loaded = _embedded(image_size=8)
+    classifier = _small_classifier(loaded)
+    if state == "head":
+        finetune.fit_head(classifier, loaded, epochs=1, learning_rate=0.1, verbose=0,
+                          log=lambda _: None, optimizer="sgd")
+        optimizer = classifier.head.optimizer
+    else:
+        finetune.fit_full(classifier, loaded, epochs=1, fine_tune_epochs=1,
+                          fine_tune_learning_rate=0.01, verbose=0, log=lambda _: None,
+                          optimizer="rmsprop")
+        optimizer = classifier.model.optimizer
+    expected = {"head": (keras.optimizers.SGD, 0.1), "full": (keras.optimizers.RMSprop, 0.01)}
+    assert isinstance(optimizer, expected[state][0])
+    assert float(optimizer.learning_rate) == pytest.approx(expected[state][1])
+
+
 def test_augmentation_turns_feature_caching_off_and_says_why():
     loaded = _embedded(augment=data.augmentation_layers(flip=None, seed=0))
     messages = []
