@@ -86,13 +86,37 @@ def parse_args(argv=None):
     return args
 
 
-def load_data(smoke):
-    """Digits as `(8, 8, 1)` images; a small slice with `smoke`."""
+def load_data(smoke=False):
+    """Digits as `(8, 8, 1)` images, for models `mlp` and `cnn`; a small slice with `smoke`."""
     (x, y), (x_val, y_val) = datasets.load_digits()
     if smoke:
         x, y = x[:SMOKE_TRAIN], y[:SMOKE_TRAIN]
         x_val, y_val = x_val[:SMOKE_VALIDATION], y_val[:SMOKE_VALIDATION]
     return (x, y), (x_val, y_val)
+
+
+def hypermodel_inputs(search_space, smoke=False, seed=0):
+    """The data of a space: its hypermodel's arguments and `tuner.search`'s.
+
+    - `digits` (models `mlp` and `cnn`): `load_data`'s arrays, passed to `tuner.search`.
+    - `embedded`, `tfds:NAME`, `folder:PATH` (model `finetune`): `FinetuneHyperModel`
+      loads `kfound.data`'s pipelines itself when it is made, before any trial (once per
+      image size: a tuned image size needs its own), so `tuner.search` gets no data.
+      `smoke` leaves them whole; `--smoke` caps each trial at one epoch instead.
+
+    Args:
+        search_space: a `SearchSpace` (its `dataset` and `model` were checked together).
+        smoke: take a small slice of `digits`. Defaults to `False`.
+        seed: the seed of the image datasets' split and shuffling. Defaults to `0`.
+
+    Returns:
+        `(hypermodel_kwargs, search_args, search_kwargs)`.
+    """
+    if search_space.dataset != "digits":
+        return {"dataset": search_space.dataset, "seed": seed}, (), {}
+    (x, y), validation = load_data(smoke)
+    return ({"input_shape": x.shape[1:], "num_classes": int(y.max()) + 1}, (x, y),
+            {"validation_data": validation})
 
 
 def check_arguments(args, search_space):
@@ -102,6 +126,12 @@ def check_arguments(args, search_space):
         raise ValueError(
             f"Argument `--epochs` fixes the epochs, but {search_space.source} tunes `epochs`; "
             f"drop one of them. Received: epochs={args.epochs}"
+        )
+    if search_space.model == "finetune" and args.tuner == "hyperband":
+        raise ValueError(
+            f"{search_space.source}: model `finetune` trains in phases of its own (`epochs`, "
+            "`fine_tune_epochs`), which Hyperband's epoch schedule cannot resume; use another "
+            "tuner. Received: tuner='hyperband'"
         )
     if "epochs" in tuned and args.tuner == "hyperband":
         raise ValueError(
@@ -205,9 +235,10 @@ def main(argv=None):
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
 
-    (x, y), validation = load_data(args.smoke)
+    model_kwargs, search_args, search_kwargs = hypermodel_inputs(search_space, args.smoke,
+                                                                 args.seed)
     hypermodel = hypermodels.HYPERMODELS[search_space.model](
-        input_shape=x.shape[1:], num_classes=int(y.max()) + 1, space=search_space,
+        **model_kwargs, space=search_space,
         epochs=args.epochs or 10, max_epochs=1 if args.smoke else None,
         jit_compile=True if args.jit else "auto",
     )
@@ -232,7 +263,7 @@ def main(argv=None):
         tuner.save()
         serve_oracle(tuner.oracle, args.oracle)
     else:
-        tuner.search(x, y, validation_data=validation, verbose=0)
+        tuner.search(*search_args, **search_kwargs, verbose=0)
     if role == "worker":
         return None
     return finish(tuner, output, quiet=args.quiet)

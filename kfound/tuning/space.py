@@ -3,8 +3,8 @@
 A space file is YAML or JSON:
 
 ```yaml
-model: mlp              # a built-in hypermodel: mlp or cnn
-dataset: digits         # scikit-learn's bundled digits
+model: mlp              # a built-in hypermodel: mlp, cnn or finetune
+dataset: digits         # see below
 objective: val_accuracy # direction inferred; or {name: val_loss, direction: min}
 hyperparameters:
   learning_rate: {type: float, min: 1e-4, max: 1e-1, sampling: log, default: 1e-3}
@@ -12,6 +12,15 @@ hyperparameters:
   activation: {type: choice, values: [relu, tanh, gelu]}
   use_bias: {type: bool}
 ```
+
+Datasets, and the models that take them (each hypermodel lists its kinds in `DATASETS`):
+
+- `digits`, scikit-learn's bundled digits as 8x8 arrays: `mlp` and `cnn`;
+- `embedded` (the offline fine-tuning task of `kfound.data`), `tfds:NAME` (a TFDS image
+  classification dataset) and `folder:PATH` (a folder of images, one sub-folder per
+  class): `finetune`, which loads them through `kfound.data`.
+
+Any other pair is rejected when the file is read.
 
 Each entry maps onto KerasTuner's `hp.Float`, `hp.Int`, `hp.Choice` or `hp.Boolean`.
 Everything is checked when the file is read, before any trial runs: a bad file raises a
@@ -39,8 +48,7 @@ _ENTRY_KEYS = {
     "choice": ("type", "values", "default"),
     "bool": ("type", "default"),
 }
-# Datasets of the fine-tuning library, which search cannot use until that library lands.
-_LATER_DATASETS = ("embedded", "tfds:", "folder:")
+DATASETS = ("digits", "embedded", "tfds:NAME", "folder:PATH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +103,7 @@ class SearchSpace:
 
     Args:
         model: the built-in hypermodel's name.
-        dataset: the dataset's name (`"digits"`).
+        dataset: the dataset: `"digits"`, `"embedded"`, `"tfds:NAME"` or `"folder:PATH"`.
         objective: a `keras_tuner.Objective`.
         hyperparameters: a dict of `Hyperparameter`, by name, in file order.
         source: where the space came from, for messages.
@@ -216,7 +224,7 @@ def parse_space(config, source="<space>"):
             f"Received: model={model!r}"
         )
     hypermodel_cls = hypermodels.HYPERMODELS[model]
-    dataset = _parse_dataset(config["dataset"], source)
+    dataset = _parse_dataset(config["dataset"], model, hypermodel_cls, source)
     objective = _parse_objective(config.get("objective", "val_accuracy"), hypermodel_cls, source)
 
     raw = config["hyperparameters"]
@@ -241,19 +249,37 @@ def parse_space(config, source="<space>"):
     return SearchSpace(model, dataset, objective, entries, source=str(source))
 
 
-def _parse_dataset(dataset, source):
-    if dataset == "digits":
+def dataset_kind(dataset):
+    """The kind of a dataset specification (`"tfds:mnist"` -> `"tfds:NAME"`), or `None`."""
+    if dataset in ("digits", "embedded"):
         return dataset
-    if isinstance(dataset, str) and dataset.startswith(_LATER_DATASETS):
+    for kind in ("tfds:NAME", "folder:PATH"):
+        prefix = kind.split(":")[0] + ":"
+        if isinstance(dataset, str) and dataset.startswith(prefix) and len(dataset) > len(prefix):
+            return kind
+    return None
+
+
+def _parse_dataset(dataset, model, hypermodel_cls, source):
+    kind = dataset_kind(dataset)
+    if kind is None:
         raise ValueError(
-            f"{source}: dataset {dataset!r} is not supported yet for search (it needs the "
-            "fine-tuning library); use `digits`. "
+            f"{source}: `dataset` must be one of {list(DATASETS)} (NAME and PATH non-empty). "
             f"Received: dataset={dataset!r}"
         )
-    raise ValueError(
-        f"{source}: `dataset` must be `digits` (scikit-learn's bundled digits). "
-        f"Received: dataset={dataset!r}"
-    )
+    if kind not in hypermodel_cls.DATASETS:
+        takers = sorted(m for m, cls in hypermodels.HYPERMODELS.items() if kind in cls.DATASETS)
+        raise ValueError(
+            f"{source}: model {model!r} cannot search on dataset {dataset!r}: it takes "
+            f"{list(hypermodel_cls.DATASETS)}, and {kind} is for model {', '.join(takers)}. "
+            f"Received: dataset={dataset!r}"
+        )
+    if kind == "folder:PATH" and not os.path.isdir(dataset[len("folder:"):]):
+        raise ValueError(
+            f"{source}: `dataset` must name an existing folder of images. "
+            f"Received: dataset={dataset!r}"
+        )
+    return dataset
 
 
 def _parse_objective(objective, hypermodel_cls, source):
