@@ -57,7 +57,7 @@ def test_example_spaces_all_parse():
     import pathlib
 
     files = sorted(pathlib.Path(__file__).parents[2].joinpath("tuning", "spaces").glob("*.*"))
-    assert {space.load_space(f).model for f in files} == {"mlp", "cnn"}
+    assert {space.load_space(f).model for f in files} == {"mlp", "cnn", "finetune"}
 
 
 @pytest.mark.parametrize("config, match", [
@@ -65,9 +65,12 @@ def test_example_spaces_all_parse():
     (_with(extra=1), r"unknown key 'extra'.*Received: extra=1"),
     (_with(model=None), r"'model' is required"),
     (_with(model="resnet"), r"`model` must be one of .*Received: model='resnet'"),
-    (_with(dataset="tfds:mnist"), r"not supported yet for search.*Received: dataset='tfds:mnist'"),
-    (_with(dataset="embedded"), r"not supported yet for search"),
-    (_with(dataset="imagenet"), r"`dataset` must be `digits`"),
+    (_with(dataset="tfds:mnist"), r"model 'mlp' cannot search on dataset 'tfds:mnist': it "
+     r"takes \['digits'\], and tfds:NAME is for model finetune\. Received: dataset='tfds:mnist'"),
+    (_with(dataset="embedded"), r"cannot search on dataset 'embedded'.*Received: dataset="),
+    (_with(dataset="imagenet"), r"`dataset` must be one of \['digits', 'embedded', 'tfds:NAME', "
+     r"'folder:PATH'\].*Received: dataset='imagenet'"),
+    (_with(dataset="tfds:"), r"NAME and PATH non-empty\)\. Received: dataset='tfds:'"),
     (_with(objective="val_auc"), r"metric the model reports.*Received: objective='val_auc'"),
     (_with(objective={"name": "val_loss", "direction": "down"}), r"`min` or `max`"),
     (_with(hyperparameters={}), r"non-empty mapping"),

@@ -1,0 +1,191 @@
+"""The finetune hypermodel: kfound.finetune's head-only and full states under KerasTuner."""
+
+import json
+import pathlib
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from finetune_test_utils import write_image_folder
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
+
+from kfound.tuning import hypermodels, search, space
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _space(dataset="embedded", **entries):
+    return space.parse_space({"model": "finetune", "dataset": dataset,
+                              "hyperparameters": entries or {"dropout": {"type": "float",
+                                                                         "min": 0.0, "max": 0.5}}})
+
+
+def _one(value):
+    return {"type": "choice", "values": [value]}
+
+
+def _trial(model_space, **kwargs):
+    hypermodel = hypermodels.FinetuneHyperModel(model_space.dataset, space=model_space,
+                                                max_epochs=1, **kwargs)
+    hp = model_space.declare(kt.HyperParameters())
+    return hypermodel, hp, hypermodel.build(hp)
+
+
+def test_head_trial_trains_the_head_on_cached_features_and_checkpoints_the_whole_model(
+        tmp_path):
+    model_space = _space(state=_one("head"), image_size=_one(8), batch_size=_one(4),
+                         optimizer=_one("sgd"), learning_rate=_one(0.05), dropout=_one(0.3))
+    hypermodel, hp, model = _trial(model_space)
+    backbone_before = [w.numpy().copy() for w in hypermodel._classifier.backbone.weights]
+    checkpoint = SaveBestEpoch(kt.Objective("val_accuracy", "max"),
+                               str(tmp_path / "best.weights.h5"))
+    history = hypermodel.fit(hp, model, callbacks=[checkpoint], verbose=0)
+    assert isinstance(history, keras.callbacks.History) and history.epoch == [0]
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    classifier = hypermodel._classifier
+    assert isinstance(classifier.head.optimizer, keras.optimizers.SGD)  # cached: the head fit
+    assert classifier.head.get_layer("dropout").rate == 0.3
+    for old, new in zip(backbone_before, classifier.backbone.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    # The checkpoint (of the one epoch) is the whole trained classifier, which loads into
+    # the next `build(hp)`, though the head alone was fit.
+    trained = [w.numpy() for w in model.weights]
+    reloaded = hypermodel.build(hp)
+    assert not np.allclose(reloaded.get_layer("head").weights[-2].numpy(), trained[-2])
+    reloaded.load_weights(tmp_path / "best.weights.h5")
+    for old, new in zip(trained, reloaded.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_full_trial_unfreezes_from_the_depth_fraction():
+    model_space = _space(state=_one("full"), image_size=_one(8), unfreeze_from=_one(0.5),
+                         fine_tune_learning_rate=_one(1e-3), fine_tune_epochs=_one(3))
+    hypermodel, hp, model = _trial(model_space)
+    history = hypermodel.fit(hp, model, verbose=0)
+    assert history.epoch == [0, 1]  # max_epochs=1 caps each phase
+    backbone = hypermodel._classifier.backbone
+    first = len(backbone.layers) // 2
+    assert [layer.trainable for layer in backbone.layers] == (
+        [False] * first + [True] * (len(backbone.layers) - first))
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def test_data_is_loaded_once_per_image_size_and_rebatched():
+    model_space = _space(image_size={"type": "choice", "values": [8, 12]},
+                         batch_size={"type": "choice", "values": [4, 32]})
+    hypermodel = hypermodels.FinetuneHyperModel("embedded", space=model_space)
+    hp = model_space.declare(kt.HyperParameters())
+    hp.values.update(image_size=12, batch_size=4)
+    data = hypermodel.data(hp)
+    assert (data.image_size, data.batch_size) == (12, 4)
+    assert sorted(hypermodel._loaded) == [8, 12]
+    assert data.train_unshuffled is hypermodel._loaded[12].train_unshuffled
+    assert hypermodel.build(hp).input_shape == (None, 12, 12, 3)
+
+
+def test_defaults_are_kfound_finetunes():
+    hypermodel = hypermodels.FinetuneHyperModel("embedded")
+    model = hypermodel.build(kt.HyperParameters())
+    assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 2)
+    assert hypermodel._classifier.backbone_name == "SmallConvNet"
+
+
+def test_tfds_dataset_through_mock_data():
+    model_space = _space("tfds:tf_flowers", image_size=_one(8), batch_size=_one(4))
+    with tfds.testing.mock_data(num_examples=12):
+        hypermodel, hp, model = _trial(model_space)
+        history = hypermodel.fit(hp, model, verbose=0)
+    assert hypermodel.num_classes == 5 and model.output_shape == (None, 5)
+    assert len(history.history["val_accuracy"]) == 1
+
+
+def test_folder_dataset(tmp_path):
+    folder = write_image_folder(tmp_path / "photos", per_class=4)
+    model_space = _space(f"folder:{folder}", image_size=_one(8), batch_size=_one(4))
+    hypermodel, hp, model = _trial(model_space)
+    assert hypermodel.fit(hp, model, verbose=0).epoch == [0]
+    assert hypermodel._loaded[8].class_names == ["china", "flower"]
+
+
+def test_search_cli_on_the_example_space(tmp_path):
+    output = tmp_path / "run"
+    best = search.main(["--space", str(ROOT / "tuning" / "spaces" / "finetune.yaml"),
+                        "--tuner", "random", "--smoke", "--max-trials", "1", "--quiet",
+                        "--output", str(output)])
+    trials = json.loads((output / "trials.json").read_text())
+    assert [t["status"] for t in trials] == ["COMPLETED"]
+    model = keras.saving.load_model(output / "best_model.keras")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    hypermodel = hypermodels.FinetuneHyperModel("embedded")
+    _, accuracy = model.evaluate(hypermodel.data(kt.HyperParameters()).val, verbose=0)
+    # Not exact: a random backbone leaves near-ties that batch composition can flip.
+    assert accuracy == pytest.approx(best["score"], abs=0.01)
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"dataset": "digits"}, r"model 'finetune' cannot search on dataset 'digits': it takes "
+     r"\['embedded', 'tfds:NAME', 'folder:PATH'\], and digits is for model cnn, mlp\. "
+     r"Received: dataset='digits'"),
+    ({"dataset": "folder:/no/such/folder"},
+     r"existing folder of images\. Received: dataset='folder:/no/such/folder'"),
+    ({"hp_layers": {"type": "int", "min": 1, "max": 3}},
+     r"'layers' is not used by model 'finetune'.*Received: layers="),
+    ({"hp_state": {"type": "choice", "values": ["head", "predict"]}},
+     r"'state': value 'predict' is invalid: expected one of \['head', 'full'\]"),
+    ({"hp_state": {"type": "bool"}}, r"'state': takes a choice of strings"),
+    ({"hp_unfreeze_from": {"type": "float", "min": 0.0, "max": 1.0}},
+     r"'unfreeze_from': value 1\.0 is invalid: expected a fraction"),
+    ({"hp_backbone": {"type": "choice", "values": ["ResNet99"]}},
+     r"'backbone': value 'ResNet99' is invalid.*Received: backbone="),
+    ({"hp_weights": {"type": "choice", "values": ["/no/such/weights.h5"]}},
+     r"'weights': value '/no/such/weights\.h5' is invalid: expected none, imagenet"),
+    ({"hp_image_size": {"type": "int", "min": 4, "max": 32}},
+     r"'image_size': value 4 is invalid: expected an integer >= 8"),
+    ({"hp_fine_tune_epochs": {"type": "int", "min": 0, "max": 3}},
+     r"'fine_tune_epochs': value 0 is invalid"),
+])
+def test_bad_finetune_spaces_are_rejected(config, match):
+    full = {"model": "finetune", "dataset": "embedded",
+            "hyperparameters": {"dropout": {"type": "float", "min": 0.0, "max": 0.5}}}
+    for key, value in config.items():
+        if key.startswith("hp_"):
+            full["hyperparameters"][key[3:]] = value
+        else:
+            full[key] = value
+    with pytest.raises(ValueError, match=match):
+        space.parse_space(full, source="bad.yaml")
+
+
+def test_mlp_rejects_finetune_names():
+    with pytest.raises(ValueError, match=r"'state' is not used by model 'mlp'.*Received: state="):
+        space.parse_space({"model": "mlp", "dataset": "digits",
+                           "hyperparameters": {"state": _one("head")}})
+
+
+def test_fit_refuses_data_and_epochs():
+    hypermodel, hp, model = _trial(_space(image_size=_one(8)))
+    with pytest.raises(ValueError, match=r"takes no data.*Received: ndarray, epochs, "
+                                         r"initial_epoch"):
+        hypermodel.fit(hp, model, np.zeros(1), epochs=2, initial_epoch=1)
+    other = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)], name="other")
+    with pytest.raises(ValueError, match=r"`model` must be the model.*Received: model='other'"):
+        hypermodel.fit(hp, other)
+
+
+def test_bad_datasets_fail_before_any_trial(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({"model": "finetune", "dataset": "tfds:no_such_dataset_xyz",
+                                "hyperparameters": {"dropout": _one(0.1)}}))
+    output = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"names no TFDS dataset.*Received: dataset="):
+        search.main(["--space", str(path), "--smoke", "--output", str(output)])
+    assert not (output / "keras_tuner").exists()
+
+
+def test_hyperband_is_refused_for_finetune(tmp_path):
+    with pytest.raises(ValueError, match=r"Hyperband's epoch schedule.*"
+                                         r"Received: tuner='hyperband'"):
+        search.main(["--space", str(ROOT / "tuning" / "spaces" / "finetune.yaml"),
+                     "--tuner", "hyperband", "--smoke", "--output", str(tmp_path / "run")])
