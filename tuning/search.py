@@ -1,4 +1,4 @@
-"""Hyperparameter search on digits with KerasTuner: grid, random, bayesian, hyperband, lipo.
+"""Hyperparameter search with KerasTuner: grid, random, bayesian, hyperband, lipo.
 
 Runs a search described by a space file and writes its results to
 `saved_models/search-<space>-<tuner>/` (`trials.json`, `best.json`, `best_model.keras`,
@@ -7,7 +7,11 @@ Runs a search described by a space file and writes its results to
 ```
 python tuning/search.py --tuner lipo --space tuning/spaces/mlp.yaml --max-trials 20
 python tuning/search.py --tuner grid --space tuning/spaces/mlp_grid.yaml --smoke
+python tuning/search.py --tuner random --space tuning/spaces/finetune.yaml --smoke
 ```
+
+`tuning/spaces/finetune.yaml` tunes head-only vs full fine-tuning (`kfound.finetune`) on
+the offline embedded task; `tfds:NAME` and `folder:PATH` datasets work the same way.
 
 A `--smoke` search trains each trial one epoch on a slice of digits: seconds per trial.
 The logic lives in `kfound.tuning.search`; see `--help` for every flag.
