@@ -6,7 +6,7 @@ Runs a search described by a space file and writes its results to
 
 ```
 python tuning/search.py --tuner lipo --space tuning/spaces/mlp.yaml --max-trials 20
-python tuning/search.py --tuner grid --space tuning/spaces/mlp_grid.yaml --smoke
+python tuning/search.py --tuner grid --space tuning/spaces/mlp_grid.json --smoke
 python tuning/search.py --tuner random --space tuning/spaces/finetune.yaml --smoke
 ```
 
