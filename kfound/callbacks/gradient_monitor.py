@@ -597,7 +597,7 @@ class _TrainStepHook:
 
         self.model_ref = weakref.ref(model)
         self.keep_grads = keep_grads
-        self.original = model.train_function
+        self.original = _keras_train_function(model)
         self.function = None
         self.active = False
         self.recording = tf.Variable(False, trainable=False, name="gradient_monitor_recording")
@@ -618,7 +618,7 @@ class _TrainStepHook:
         hook = getattr(model, cls.ATTRIBUTE, None)
         if hook is not None and hook.active:
             return None
-        if hook is None or hook.original is not model.train_function or (
+        if hook is None or hook.original is not _keras_train_function(model) or (
             hook.keep_grads != keep_grads
         ):
             hook = cls(model, keep_grads)
@@ -632,10 +632,10 @@ class _TrainStepHook:
         self._patch(optimizer, "scale_loss", self._scale_loss)
         self._patch(getattr(optimizer, "inner_optimizer", optimizer), "apply", self._apply)
         if self.function is None:
+            current = model.train_function
             model.make_train_function(force=True)
-            self.function = model.train_function
-        else:
-            model.train_function = self.function
+            self.function, model.train_function = model.train_function, current
+        _swap_train_function(model, self.original, self.function)
         self.reset_snapshot()
         self.active = True
 
@@ -644,7 +644,7 @@ class _TrainStepHook:
             delattr(owner, name)
         self._patched = []
         self.record(False)
-        self.model_ref().train_function = self.original
+        _swap_train_function(self.model_ref(), self.function, self.original)
         self.active = False
 
     def _patch(self, owner, name, wrapper):
@@ -751,3 +751,18 @@ class _TrainStepHook:
                 for v in variables
             ] if self.keep_grads else []
             self.variables = variables
+
+
+def _keras_train_function(model):
+    """Keras's own train function, under a `BatchTap` another monitor may have put on."""
+    function = model.train_function
+    return function.inner if isinstance(function, diagnostics.BatchTap) else function
+
+
+def _swap_train_function(model, old, new):
+    """Puts `new` where `old` is: `model.train_function`, or inside the `BatchTap` there."""
+    if isinstance(model.train_function, diagnostics.BatchTap):
+        if model.train_function.inner is old:
+            model.train_function.inner = new
+    elif model.train_function is old:
+        model.train_function = new
