@@ -1,4 +1,3 @@
-import os
 import weakref
 
 import keras
@@ -32,7 +31,7 @@ _CAUSES = {
 }
 
 
-class ActivationMonitor(keras.callbacks.Callback):
+class ActivationMonitor(diagnostics.Monitor):
     """Records per-layer activation statistics on a probe batch and diagnoses what is wrong.
 
     At the end of each epoch (and every `every_n_batches` batches if set) the monitor runs
@@ -102,6 +101,8 @@ class ActivationMonitor(keras.callbacks.Callback):
         Reducing Internal Covariate Shift](https://arxiv.org/abs/1502.03167), ICML 2015.
     """
 
+    warning_category = ActivationWarning
+
     def __init__(
         self,
         probe_data=None,
@@ -114,8 +115,6 @@ class ActivationMonitor(keras.callbacks.Callback):
         on_problem="warn",
         verbose=0,
     ):
-        diagnostics.check_every_n_batches(every_n_batches, allow_none=True)
-        diagnostics.check_on_problem(on_problem)
         for name, value in (
             ("dead_fraction", dead_fraction), ("saturated_fraction", saturated_fraction),
             ("symmetric_fraction", symmetric_fraction),
@@ -128,37 +127,18 @@ class ActivationMonitor(keras.callbacks.Callback):
                 )
         diagnostics.check_positive("saturation_threshold", saturation_threshold)
         diagnostics.check_positive("symmetry_tolerance", symmetry_tolerance)
-        super().__init__()
+        super().__init__(every_n_batches, on_problem, verbose, allow_none=True)
         self.probe_data = probe_data
-        self.every_n_batches = every_n_batches
         self.dead_fraction = dead_fraction
         self.saturation_threshold = saturation_threshold
         self.saturated_fraction = saturated_fraction
         self.symmetric_fraction = symmetric_fraction
         self.symmetry_tolerance = symmetry_tolerance
-        self.on_problem = on_problem
-        self.verbose = verbose
         self._probe = diagnostics.split_probe(probe_data, need_y=False)
-        self._reporter = diagnostics.Reporter(self, ActivationWarning)
-        self._rows = []
-        self._layer_names = []
-
-    @property
-    def problems(self):
-        return self._reporter.problems
 
     @property
     def history(self):
-        n = len(self._layer_names)
-        rows = np.asarray(self._rows, dtype="float64").reshape(-1, 2 + len(_STATS) * n)
-        history = {
-            "layers": list(self._layer_names),
-            "step": rows[:, 0].astype("int64"),
-            "epoch": rows[:, 1].astype("int64"),
-        }
-        for k, stat in enumerate(_STATS):
-            history[stat] = rows[:, 2 + k * n:2 + (k + 1) * n]
-        return history
+        return self._history(_STATS)
 
     # -- Callback hooks -------------------------------------------------------------------
 
@@ -174,9 +154,7 @@ class ActivationMonitor(keras.callbacks.Callback):
         if self._probe is not None:
             diagnostics.check_probe_shape(model, self._probe[0])
         self._build_probe_model(model)
-        self._rows = []
-        self._reporter.reset()
-        self._step = 0
+        self._reset()
         self._previous_inputs = [None] * len(self._layers)
         self._x = None if self._probe is None else self._probe[0]
         self._tap = diagnostics.BatchTap.attach(model) if self._x is None else None
@@ -327,18 +305,12 @@ class ActivationMonitor(keras.callbacks.Callback):
         Returns:
             `path`.
         """
-        from matplotlib import cm
         from matplotlib.figure import Figure
 
-        history = self.history
-        if not len(history["step"]):
-            raise ValueError(
-                "ActivationMonitor.plot needs at least one sample; call `fit` first. "
-                f"Received: path={os.fspath(path)!r} with an empty history"
-            )
+        history = self._history_to_plot(path)
         figure = Figure(figsize=(12, 6.5), layout="constrained")
         grid = figure.subplots(2, 3, sharex=True)
-        colours = cm.viridis(np.linspace(0, 0.9, len(history["layers"])))
+        colours = diagnostics.layer_colours(len(history["layers"]))
         for axes, stat in zip(grid.flat, _STATS, strict=True):
             for i, name in enumerate(history["layers"]):
                 series = history[stat][:, i]

@@ -1,7 +1,8 @@
 """What the training-diagnostics callbacks share: warning classes, argument checks, the
-probe batch and the `on_problem` policy."""
+probe batch, the `on_problem` policy and the `Monitor` base class."""
 
 import itertools
+import os
 import warnings
 
 import keras
@@ -122,6 +123,73 @@ def sync_jax_state(model):
     """On JAX, fit keeps the weights outside the model; write them back before reading."""
     if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None) is not None:
         model.jax_state_sync()
+
+
+class Monitor(keras.callbacks.Callback):
+    """The plumbing `GradientMonitor` and `ActivationMonitor` share.
+
+    It checks and stores `every_n_batches`, `on_problem` and `verbose`, keeps the findings
+    (`problems`) and the raw samples (one row per sample: step, epoch, then one block of
+    per-layer values per statistic), and turns those rows into the `history` dict.
+    Subclasses set `warning_category`.
+    """
+
+    warning_category = UserWarning
+
+    def __init__(self, every_n_batches, on_problem, verbose, allow_none=False):
+        check_every_n_batches(every_n_batches, allow_none=allow_none)
+        check_on_problem(on_problem)
+        super().__init__()
+        self.every_n_batches = every_n_batches
+        self.on_problem = on_problem
+        self.verbose = verbose
+        self._reporter = Reporter(self, self.warning_category)
+        self._rows = []
+        self._layer_names = []
+
+    @property
+    def problems(self):
+        return self._reporter.problems
+
+    def _reset(self):
+        """Forgets the previous `fit`: call from `on_train_begin`."""
+        self._rows = []
+        self._reporter.reset()
+        self._step = 0
+
+    def _history(self, blocks, scalars=()):
+        """The rows as a dict: `layers`, `step` and `epoch`, one `(samples,)` array per
+        name in `scalars`, then one `(samples, layers)` array per name in `blocks`, in the
+        order the rows hold them."""
+        n, head = len(self._layer_names), 2 + len(scalars)
+        rows = np.asarray(self._rows, dtype="float64").reshape(-1, head + len(blocks) * n)
+        history = {
+            "layers": list(self._layer_names),
+            "step": rows[:, 0].astype("int64"),
+            "epoch": rows[:, 1].astype("int64"),
+        }
+        for k, name in enumerate(scalars):
+            history[name] = rows[:, 2 + k]
+        for k, name in enumerate(blocks):
+            history[name] = rows[:, head + k * n:head + (k + 1) * n]
+        return history
+
+    def _history_to_plot(self, path):
+        """`history`, or a ValueError when there is nothing to plot yet."""
+        history = self.history
+        if not len(history["step"]):
+            raise ValueError(
+                f"{type(self).__name__}.plot needs at least one sample; call `fit` first. "
+                f"Received: path={os.fspath(path)!r} with an empty history"
+            )
+        return history
+
+
+def layer_colours(n):
+    """One colour per layer, first layers in the coolest (viridis)."""
+    from matplotlib import cm
+
+    return cm.viridis(np.linspace(0, 0.9, n))
 
 
 class Reporter:

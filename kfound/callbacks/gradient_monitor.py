@@ -1,3 +1,4 @@
+import functools
 import math
 import os
 import weakref
@@ -29,16 +30,16 @@ _CAUSES = {
 }
 
 
-class GradientMonitor(keras.callbacks.Callback):
+class GradientMonitor(diagnostics.Monitor):
     """Records per-layer gradient norms during `fit` and diagnoses what is wrong.
 
-    Every `every_n_batches` batches (and at least once per epoch) the monitor computes,
-    with the backend's own autodiff, the L2 norm of the gradient of each layer's trainable
-    weights, together with each layer's update-to-weight ratio
-    `||w_t - w_s|| / ||w_t||` between this sample `t` and the previous one `s` (or the
-    start of `fit`): the size of what the optimizer did to the layer over
-    `every_n_batches` steps, relative to the layer; per step when `every_n_batches=1`.
-    It then diagnoses:
+    Every `every_n_batches` batches (and at least once per epoch: at its last step, or at
+    its first while the number of steps per epoch is unknown) the monitor records the L2
+    norm of the gradient of each layer's trainable weights, the norm of the weights, and
+    each layer's update-to-weight ratio `||w_t - w_s|| / ||w||` between this sample `t` and
+    the previous one `s` (or the start of `fit`): the size of what the optimizer did to the
+    layer over `every_n_batches` steps, relative to the layer; per step when
+    `every_n_batches=1`. It then diagnoses:
 
     - vanishing gradients: over an epoch, the first trainable layer's mean norm is below
       `vanishing_ratio` times the last layer's, or some layer's is below `vanishing_norm`
@@ -51,19 +52,20 @@ class GradientMonitor(keras.callbacks.Callback):
     Each finding is issued once per `fit` as a `GradientWarning` naming the layers, the
     numbers and the likely causes; `on_problem` says what happens next.
 
-    **Which batch.** Keras does not hand the batch to callbacks. With `probe_data=None`,
-    for each step that will be sampled (and the first step of each epoch) the monitor wraps
-    `model.train_function` to keep a reference to the batch being trained on (no copy, no
-    host sync), and measures the gradient of that batch at the weights right after its
-    update. A sample at the end of an epoch without one uses the epoch's first batch.
-    With `probe_data`, it measures a fixed batch instead, which makes samples comparable
-    across training.
-
-    **Cost.** On batches that are not sampled, the monitor does a counter increment. A
-    sample runs one compiled forward and backward pass (compiled once per model and shared
-    by later monitors of it; BatchNorm statistics and metrics are left untouched) and reads
-    back `3 * layers + 1` floats. The update ratio keeps one device copy of the trainable
-    weights, per model.
+    **Which gradient.** With `probe_data=None` on the TensorFlow backend, the monitor
+    records the train step's own gradients, the ones the optimizer applies (unscaled under
+    mixed precision, before clipping), with the batch's loss and the weights they were
+    computed at: it wraps the optimizer's `apply` and `scale_loss` for the duration of
+    `fit` and swaps in a train function traced with them (traced once per model and
+    compiled model, and shared by later monitors of it). On a sampled step that function
+    also writes `3 * layers + 1` floats into a variable, which the monitor reads back; on
+    the other steps a `tf.cond` skips all of it, so they cost nothing and sync nothing.
+    Training is unchanged. Elsewhere (JAX, a multi-replica strategy, a second monitor on
+    the same model), the monitor keeps a reference to the sampled step's batch (no copy,
+    no host sync) and runs one extra compiled forward and backward pass on it at the
+    weights after its update; BatchNorm statistics and metrics are left untouched.
+    With `probe_data`, that extra pass measures a fixed batch instead, which makes samples
+    comparable across training.
 
     The epoch logs get `grad_norm/<layer name>`: the mean over the epoch's samples. Put the
     monitor before `CSVLogger` in `callbacks=` so the logger sees these keys (`History`
@@ -92,8 +94,9 @@ class GradientMonitor(keras.callbacks.Callback):
 
     Attributes:
         history: a dict of NumPy arrays: `step` and `epoch` `(samples,)`, `loss`
-            `(samples,)`, `grad_norm` and `update_ratio` `(samples, layers)`, and
-            `layers`, the layer names in forward order.
+            `(samples,)` (the sampled batch's loss; `nan` when a custom `train_step` does
+            not call `optimizer.scale_loss`), `grad_norm` and `update_ratio`
+            `(samples, layers)`, and `layers`, the layer names in forward order.
         problems: the findings of the last `fit`, a list of dicts with `kind`
             (`"vanishing"`, `"exploding"` or `"non_finite"`), `message`, `epoch` and more.
 
@@ -113,6 +116,8 @@ class GradientMonitor(keras.callbacks.Callback):
         neural networks](https://proceedings.mlr.press/v9/glorot10a.html), AISTATS 2010.
     """
 
+    warning_category = GradientWarning
+
     def __init__(
         self,
         every_n_batches=50,
@@ -131,8 +136,6 @@ class GradientMonitor(keras.callbacks.Callback):
                 "the TensorFlow and JAX backends. "
                 f"Received: backend={keras.backend.backend()!r}"
             )
-        diagnostics.check_every_n_batches(every_n_batches)
-        diagnostics.check_on_problem(on_problem)
         for name, value in (
             ("vanishing_ratio", vanishing_ratio), ("vanishing_norm", vanishing_norm),
             ("exploding_norm", exploding_norm), ("growth_factor", growth_factor),
@@ -146,64 +149,52 @@ class GradientMonitor(keras.callbacks.Callback):
                     "Argument `log_dir` needs the `tensorboard` package "
                     "(`pip install tensorboard`). Received: log_dir=" + repr(log_dir)
                 ) from error
-        super().__init__()
-        self.every_n_batches = int(every_n_batches)
+        super().__init__(every_n_batches, on_problem, verbose)
         self.probe_data = probe_data
         self.vanishing_ratio = vanishing_ratio
         self.vanishing_norm = vanishing_norm
         self.exploding_norm = exploding_norm
         self.growth_factor = growth_factor
-        self.on_problem = on_problem
         self.log_dir = log_dir
-        self.verbose = verbose
         self._probe = diagnostics.split_probe(probe_data, need_y=True)
-        self._reporter = diagnostics.Reporter(self, GradientWarning)
-        self._rows = []
-        self._layer_names = []
-
-    @property
-    def problems(self):
-        return self._reporter.problems
+        self._hook = None
+        self._tap = None
+        self._writer = None
 
     @property
     def history(self):
-        n = len(self._layer_names)
-        rows = np.asarray(self._rows, dtype="float64").reshape(-1, 3 + 2 * n)
-        return {
-            "layers": list(self._layer_names),
-            "step": rows[:, 0].astype("int64"),
-            "epoch": rows[:, 1].astype("int64"),
-            "loss": rows[:, 2],
-            "grad_norm": rows[:, 3:3 + n],
-            "update_ratio": rows[:, 3 + n:],
-        }
+        return self._history(("grad_norm", "update_ratio"), scalars=("loss",))
 
     # -- Callback hooks -------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         if self._probe is not None:
             diagnostics.check_probe_shape(self.model, self._probe[0])
-        self._rows = []
-        self._reporter.reset()
-        self._step = 0
+        self._reset()
         self._previous_epoch_mean = None
         self._layers = None
+        self._stats_fn = None
         if self.model.built:
             self._resolve_layers()
-        self._tap = None
+        self._steps_per_epoch = self.params.get("steps")
+        self._sampling = False
         self._batch = None
-        self._epoch_has_batch = False
-        self._writer = None
+        if self._probe is None:
+            self._hook = _TrainStepHook.acquire(self.model, keep_grads=self.log_dir is not None)
+        if self._hook is None and self._layers is not None:
+            self._start_extra_pass()
         if self.log_dir is not None:
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(os.fspath(self.log_dir))
 
     def _resolve_layers(self):
-        # A subclassed model is built by its first training step: then this runs at the
-        # first sample, and the first update ratio is nan (no weights from before).
+        # A subclassed model may be built only by its first training step: then this runs
+        # at the first sample.
         self._layers = diagnostics.require_trainable_layers(self.model, "GradientMonitor")
         self._layer_names = [layer.name for layer in self._layers]
+
+    def _start_extra_pass(self):
         self._stats_fn = _stats_fn(self.model, self._layers)
         diagnostics.sync_jax_state(self.model)
         self._stats_fn.reset_snapshot()
@@ -211,28 +202,37 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._epoch_rows = len(self._rows)
-        self._epoch_has_batch = False
+        self._epoch_steps = 0
 
     def on_train_batch_begin(self, batch, logs=None):
-        # Tap the batch only for steps that will be sampled, and for the first step of each
-        # epoch (the epoch-end sample needs one); other steps run Keras's own path untouched.
-        if self._probe is None and (
-            (self._step + 1) % self.every_n_batches == 0 or not self._epoch_has_batch
-        ):
+        self._sampling = self._samples_step(batch)
+        if self._hook is not None:
+            self._hook.record(self._sampling)
+        elif self._sampling and self._probe is None:
             self._tap = diagnostics.BatchTap.attach(self.model)
+
+    def _samples_step(self, batch):
+        if (self._step + 1) % self.every_n_batches == 0:
+            return True
+        if len(self._rows) > self._epoch_rows:
+            return False
+        if self._steps_per_epoch is None:
+            return batch == 0
+        return batch + getattr(self.model, "steps_per_execution", 1) >= self._steps_per_epoch
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
+        self._epoch_steps = batch + 1
+        if not self._sampling:
+            return
         if self._tap is not None:
             self._batch = self._tap.batch
-            self._epoch_has_batch = True
             self._release_tap()
-        if self._step % self.every_n_batches == 0:
-            self._sample()
+        self._sample()
 
     def on_epoch_end(self, epoch, logs=None):
-        if len(self._rows) == self._epoch_rows:
-            self._sample()
+        if self._steps_per_epoch is None:
+            self._steps_per_epoch = self._epoch_steps
         if len(self._rows) == self._epoch_rows:
             return
         n = len(self._layer_names)
@@ -255,6 +255,9 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._release_tap()
+        if self._hook is not None:
+            self._hook.uninstall()
+            self._hook = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -267,18 +270,24 @@ class GradientMonitor(keras.callbacks.Callback):
             self._tap = None
 
     def _sample(self):
-        if self._probe is not None:
-            x, y, sample_weight = self._probe
-        elif self._batch is not None:
-            x, y, sample_weight = diagnostics.unpack_batch(self._batch)
-        else:
-            return
-        first = self._layers is None
-        if first:
+        if self._layers is None:
             self._resolve_layers()
-        diagnostics.sync_jax_state(self.model)
-        stats, grads = self._stats_fn(x, y, sample_weight, self._writer is not None)
-        stats = keras.ops.convert_to_numpy(stats).astype("float64")
+        if self._hook is not None:
+            stats, grads, loss_known = self._hook.read()
+            first = False
+        else:
+            if self._probe is not None:
+                x, y, sample_weight = self._probe
+            else:
+                x, y, sample_weight = diagnostics.unpack_batch(self._batch)
+            first = self._stats_fn is None
+            if first:
+                # A model built by its first step: no weights from before, so no ratio.
+                self._start_extra_pass()
+            diagnostics.sync_jax_state(self.model)
+            stats, grads = self._stats_fn(x, y, sample_weight, self._writer is not None)
+            stats = keras.ops.convert_to_numpy(stats).astype("float64")
+            loss_known = True
         n = len(self._layer_names)
         grad_norm, weight_norm, delta_norm, loss = (
             stats[:n], stats[n:2 * n], stats[2 * n:3 * n], stats[3 * n]
@@ -291,7 +300,7 @@ class GradientMonitor(keras.callbacks.Callback):
         )
         if self._writer is not None:
             self._write_summaries(grad_norm, update_ratio, loss, grads)
-        if not (np.all(np.isfinite(grad_norm)) and math.isfinite(loss)):
+        if not np.all(np.isfinite(grad_norm)) or (loss_known and not math.isfinite(loss)):
             self._report_non_finite(grad_norm, weight_norm, loss)
 
     def _write_summaries(self, grad_norm, update_ratio, loss, grads):
@@ -394,18 +403,12 @@ class GradientMonitor(keras.callbacks.Callback):
         Returns:
             `path`.
         """
-        from matplotlib import cm
         from matplotlib.figure import Figure
 
-        history = self.history
-        if not len(history["step"]):
-            raise ValueError(
-                "GradientMonitor.plot needs at least one sample; call `fit` first. "
-                f"Received: path={os.fspath(path)!r} with an empty history"
-            )
+        history = self._history_to_plot(path)
         figure = Figure(figsize=(7, 4.5), layout="constrained")
         axes = figure.add_subplot()
-        colours = cm.viridis(np.linspace(0, 0.9, len(history["layers"])))
+        colours = diagnostics.layer_colours(len(history["layers"]))
         for i, name in enumerate(history["layers"]):
             norms = history["grad_norm"][:, i]
             axes.plot(history["step"], np.where(norms > 0, norms, np.nan),
@@ -423,25 +426,24 @@ def _ratio(first, last):
     return float(first / last) if last > 0 else math.inf
 
 
-def _layer_index(model, layers):
+def _layer_index(variables, layers):
+    """For each variable, the index of the layer in `layers` that owns it, or `None`."""
     owner = {}
     for i, layer in enumerate(layers):
         for variable in layer.trainable_weights:
             owner.setdefault(id(variable), i)
-    return [owner.get(id(v)) for v in model.trainable_variables]
+    return [owner.get(id(v)) for v in variables]
 
 
-def _stats(values, grads, snapshot, loss, index, n_layers):
+def _stats(weights, grads, deltas, loss, index, n_layers):
     """Per-layer gradient, weight and update norms and the loss, as one float32 vector."""
     ops = keras.ops
     per_layer = [[ops.zeros((), "float32")] * 3 for _ in range(n_layers)]
-    for value, grad, old, i in zip(values, grads, snapshot, index, strict=True):
+    for weight, grad, delta, i in zip(weights, grads, deltas, index, strict=True):
         if i is None or grad is None:
             continue
-        value = ops.cast(value, "float32")
-        parts = (ops.cast(grad, "float32"), value, value - ops.cast(old, "float32"))
-        for k, part in enumerate(parts):
-            per_layer[i][k] = per_layer[i][k] + ops.sum(ops.square(part))
+        for k, part in enumerate((grad, weight, delta)):
+            per_layer[i][k] = per_layer[i][k] + ops.sum(ops.square(ops.cast(part, "float32")))
     norms = [ops.sqrt(ops.stack([sums[k] for sums in per_layer])) for k in range(3)]
     return ops.concatenate(norms + [ops.reshape(ops.cast(loss, "float32"), (1,))])
 
@@ -475,7 +477,7 @@ _STATS_FNS = weakref.WeakKeyDictionary()
 
 
 def _stats_fn(model, layers):
-    index = _layer_index(model, layers)
+    index = _layer_index(model.trainable_variables, layers)
     signature = (tuple(id(v) for v in model.trainable_variables), tuple(index))
     cached = _STATS_FNS.get(model)
     if cached is None or cached[0] != signature:
@@ -520,7 +522,8 @@ class _TFStats:
                 tape.watch(values)
                 loss = loss_fn(values, non_trainable, metrics, x, y, sample_weight)
             grads = tape.gradient(loss, values)
-            stats = _stats(values, grads, self._snapshot, loss, index, n)
+            deltas = [v - old for v, old in zip(values, self._snapshot, strict=True)]
+            stats = _stats(values, grads, deltas, loss, index, n)
             with tf.control_dependencies([stats]):
                 for old, value in zip(self._snapshot, values, strict=True):
                     old.assign(value)
@@ -550,7 +553,8 @@ class _JAXStats:
             loss, grads = jax.value_and_grad(loss_fn)(
                 values, non_trainable, metrics, x, y, sample_weight
             )
-            stats = _stats(values, grads, snapshot, loss, index, n)
+            deltas = [v - old for v, old in zip(values, snapshot, strict=True)]
+            stats = _stats(values, grads, deltas, loss, index, n)
             return stats, (_layer_grads(grads, index, n) if with_grads else None)
 
         self._compute = jax.jit(compute, static_argnums=7)
@@ -572,3 +576,193 @@ class _JAXStats:
         )
         self._snapshot = [keras.ops.copy(v) for v in values]
         return result
+
+
+class _TrainStepHook:
+    """The TensorFlow fast path: the train step's own gradients, without an extra pass.
+
+    While installed (one `fit`), it wraps the optimizer's `apply` (the inner optimizer's
+    under loss scaling, so the gradients are unscaled) and `scale_loss` (to see the
+    batch's loss), and swaps in a train function traced with them. When `recording` is
+    set, that function also writes the per-layer gradient, weight and update norms and the
+    loss into `stats` (and, with `keep_grads`, copies the gradients for histograms);
+    otherwise two `tf.cond`s skip all of it. The hook lives on the model, so the traced
+    function is reused by later monitors until the model is compiled again.
+    """
+
+    ATTRIBUTE = "_kfound_gradient_hook"
+
+    def __init__(self, model, keep_grads):
+        import tensorflow as tf
+
+        self.model_ref = weakref.ref(model)
+        self.keep_grads = keep_grads
+        self.original = _keras_train_function(model)
+        self.function = None
+        self.active = False
+        self.recording = tf.Variable(False, trainable=False, name="gradient_monitor_recording")
+        self.recording_value = False
+        self.variables = None
+        self.loss_known = False
+        self._loss = None
+        self._patched = []
+
+    @classmethod
+    def acquire(cls, model, keep_grads):
+        """Installs the model's hook and returns it, or `None` where it cannot serve."""
+        if (
+            keras.backend.backend() != "tensorflow"
+            or model.distribute_strategy.num_replicas_in_sync > 1
+        ):
+            return None
+        hook = getattr(model, cls.ATTRIBUTE, None)
+        if hook is not None and hook.active:
+            return None
+        if hook is None or hook.original is not _keras_train_function(model) or (
+            hook.keep_grads != keep_grads
+        ):
+            hook = cls(model, keep_grads)
+            setattr(model, cls.ATTRIBUTE, hook)
+        hook.install()
+        return hook
+
+    def install(self):
+        model = self.model_ref()
+        optimizer = model.optimizer
+        self._patch(optimizer, "scale_loss", self._scale_loss)
+        self._patch(getattr(optimizer, "inner_optimizer", optimizer), "apply", self._apply)
+        if self.function is None:
+            current = model.train_function
+            model.make_train_function(force=True)
+            self.function, model.train_function = model.train_function, current
+        _swap_train_function(model, self.original, self.function)
+        self.reset_snapshot()
+        self.active = True
+
+    def uninstall(self):
+        for owner, name in self._patched:
+            delattr(owner, name)
+        self._patched = []
+        self.record(False)
+        _swap_train_function(self.model_ref(), self.function, self.original)
+        self.active = False
+
+    def _patch(self, owner, name, wrapper):
+        setattr(owner, name, functools.partial(wrapper, getattr(owner, name)))
+        self._patched.append((owner, name))
+
+    def record(self, value):
+        if value != self.recording_value:
+            self.recording.assign(value)
+            self.recording_value = value
+
+    def reset_snapshot(self):
+        if self.variables is not None:
+            for old, variable in zip(self.snapshot, self.variables, strict=True):
+                old.assign(variable.value)
+
+    def read(self):
+        """The last recorded stats (NumPy), per-layer gradients or `None`, and whether the
+        loss was seen."""
+        stats = self.stats.numpy().astype("float64")
+        grads = None
+        if self.keep_grads:
+            grads = [
+                np.concatenate([self.grads[k].numpy().ravel() for k in members])
+                for members in self.members
+            ]
+        return stats, grads, self.loss_known
+
+    # -- Traced into the train step -------------------------------------------------------
+
+    def _scale_loss(self, scale_loss, loss):
+        self._loss = loss
+        return scale_loss(loss)
+
+    def _apply(self, apply, grads, trainable_variables=None):
+        import tensorflow as tf
+
+        model = self.model_ref()
+        grads = list(grads)
+        variables = list(
+            model.trainable_variables if trainable_variables is None else trainable_variables
+        )
+        self._create_state(model, variables)
+        loss, self._loss = self._loss, None
+        self.loss_known = loss is not None
+        if loss is None:
+            loss = tf.constant(math.nan)
+        zeros = tf.zeros((len(self.members),), "float32")
+        # Weight norms before the update, read only on recorded steps (reading them on
+        # every step would make the update copy the weights).
+        before = tf.cond(
+            self.recording, lambda: self._weight_norms(variables), lambda: zeros
+        )
+        result = apply(grads, trainable_variables)
+
+        def record():
+            after = [v.value for v in variables]
+            deltas = [a - old for a, old in zip(after, self.snapshot, strict=True)]
+            stats = _stats(after, grads, deltas, loss, self.index, len(self.members))
+            n = len(self.members)
+            stats = tf.concat([stats[:n], before, stats[2 * n:]], axis=0)
+            updates = [self.stats.assign(stats)]
+            updates += [old.assign(a) for old, a in zip(self.snapshot, after, strict=True)]
+            if self.keep_grads:
+                updates += [
+                    copy.assign(tf.cast(g, "float32"))
+                    for copy, g in zip(self.grads, grads, strict=True) if g is not None
+                ]
+            with tf.control_dependencies(updates):
+                return tf.constant(True)
+
+        tf.cond(self.recording, record, lambda: tf.constant(False))
+        return result
+
+    def _weight_norms(self, variables):
+        import tensorflow as tf
+
+        sums = [tf.zeros((), "float32") for _ in self.members]
+        for variable, i in zip(variables, self.index, strict=True):
+            if i is not None:
+                sums[i] += tf.reduce_sum(tf.square(tf.cast(variable.value, "float32")))
+        return tf.sqrt(tf.stack(sums))
+
+    def _create_state(self, model, variables):
+        import tensorflow as tf
+
+        if self.variables is not None:
+            return
+        layers = diagnostics.trainable_layers(model)
+        index, n = _layer_index(variables, layers), len(layers)
+        with tf.init_scope():
+            self.index = index
+            self.members = [[k for k, i in enumerate(index) if i == layer] for layer in range(n)]
+            self.snapshot = [
+                tf.Variable(v.value, trainable=False, name="gradient_monitor_snapshot")
+                for v in variables
+            ]
+            self.stats = tf.Variable(
+                tf.zeros((3 * n + 1,), "float32"), trainable=False, name="gradient_monitor_stats"
+            )
+            self.grads = [
+                tf.Variable(tf.zeros(v.shape, "float32"), trainable=False,
+                            name="gradient_monitor_grad")
+                for v in variables
+            ] if self.keep_grads else []
+            self.variables = variables
+
+
+def _keras_train_function(model):
+    """Keras's own train function, under a `BatchTap` another monitor may have put on."""
+    function = model.train_function
+    return function.inner if isinstance(function, diagnostics.BatchTap) else function
+
+
+def _swap_train_function(model, old, new):
+    """Puts `new` where `old` is: `model.train_function`, or inside the `BatchTap` there."""
+    if isinstance(model.train_function, diagnostics.BatchTap):
+        if model.train_function.inner is old:
+            model.train_function.inner = new
+    elif model.train_function is old:
+        model.train_function = new

@@ -133,7 +133,8 @@ def test_constant_init_is_diagnosed_symmetric_and_random_init_is_not():
     np.testing.assert_array_equal(monitor.history["step"], [2, 4, 4])
 
 
-def test_both_monitors_on_tf_data_with_jit_share_the_batch_tap():
+@pytest.mark.parametrize("activations_first", [True, False])
+def test_both_monitors_on_tf_data_with_jit_in_either_order(activations_first):
     import tensorflow as tf
 
     model = _model()
@@ -141,8 +142,9 @@ def test_both_monitors_on_tf_data_with_jit_share_the_batch_tap():
     original = model.make_train_function() or model.train_function
     dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
     activations, gradients = ActivationMonitor(), GradientMonitor(every_n_batches=2)
+    callbacks = [activations, gradients] if activations_first else [gradients, activations]
     model.fit(dataset, epochs=2, verbose=0, shuffle=False, validation_data=dataset,
-              callbacks=[activations, gradients])
+              callbacks=callbacks)
     assert activations.history["mean"].shape == (2, 2)
     assert gradients.history["grad_norm"].shape == (4, 2)
     assert model.train_function is original
