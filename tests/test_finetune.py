@@ -177,10 +177,12 @@ def test_predict_writes_class_names_not_indices(tmp_path):
     assert all(0.0 <= float(r["probability"]) <= 1.0 for r in read)
 
 
-def test_predict_files_keeps_each_prediction_with_its_file(tmp_path):
+def test_predict_files_keeps_each_prediction_with_its_file(tmp_path, capsys):
     root = write_image_folder(tmp_path / "img", per_class=5)
     model = _small_classifier(_embedded(image_size=24)).model
-    rows, skipped = finetune.predict_files(model, root, ["even", "odd"], batch_size=4)
+    rows, skipped = finetune.predict_files(model, root, ["even", "odd"], batch_size=4,
+                                           verbose=1)
+    assert "11/11" in capsys.readouterr().out  # the progress bar counts the 11 image files
     files, _ = data.list_images(str(root))
     assert skipped == 2 and [f for f, _, _ in rows] == files
     images = np.stack([x for x in data.image_files_dataset(files, 24).as_numpy_iterator()])
