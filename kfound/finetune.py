@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from kfound import io_utils
-from kfound.data import image_files_dataset, list_images, make_training_pipeline
+from kfound.data import image_candidates, make_training_pipeline, named_image_files_dataset
 
 SMALL_BACKBONE = "SmallConvNet"
 SMALL_BACKBONE_MIN_SIZE = 8
@@ -661,7 +661,10 @@ def predict(model, dataset, class_names=None, decode=None, verbose=0):
         `(labels, probabilities, predicted_indices)`: a list of class names, the
         probability of each, and the indices (NumPy arrays).
     """
-    probabilities = model.predict(dataset, verbose=verbose)
+    return _labels(model.predict(dataset, verbose=verbose), class_names, decode)
+
+
+def _labels(probabilities, class_names, decode):
     index = probabilities.argmax(axis=-1)
     best = probabilities.max(axis=-1)
     if decode is not None:
@@ -674,19 +677,45 @@ def predict(model, dataset, class_names=None, decode=None, verbose=0):
 def predict_files(model, path, class_names=None, decode=None, batch_size=32, verbose=0):
     """Labels the image files under `path` (corrupt files are skipped and counted).
 
+    The files are read and decoded once, in a `tf.data` pipeline that overlaps with the
+    model (`named_image_files_dataset`, batched and prefetched): each batch carries its
+    file names, so the files that fail to decode drop out without a separate checking
+    pass, and each prediction stays with its file.
+
+    Args:
+        model: a classifier from raw `[0, 255]` images to class probabilities.
+        path: an image file or a folder of them (searched recursively).
+        class_names: the names of the model's classes (a saved model's `classes.json`).
+        decode: instead of `class_names`, an ImageNet `decode_predictions`.
+        batch_size: images per batch. Defaults to `32`.
+        verbose: show a progress bar when truthy. Defaults to `0`.
+
     Returns:
-        `(rows, skipped)`: `(file, label, probability)` tuples and the skipped-file count.
+        `(rows, skipped)`: `(file, label, probability)` tuples, in sorted file order, and
+        the number of skipped files (wrong extension or not decodable).
     """
-    files, skipped = list_images(os.fspath(path))
-    if not files:
+    path = os.fspath(path)
+    files, skipped = image_candidates(path)
+    names, probabilities = [], []
+    if files:
+        dataset = named_image_files_dataset(files, model.input_shape[1])
+        dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        progress = keras.utils.Progbar(len(files), unit_name="file") if verbose else None
+        for batch_names, images in dataset:
+            probabilities.append(model.predict_on_batch(images))
+            names.extend(name.decode() for name in batch_names.numpy())
+            if progress is not None:
+                progress.update(len(names))
+        if progress is not None:
+            progress.update(len(files), finalize=True)
+    skipped += len(files) - len(names)
+    if not names:
         raise ValueError(
             "Argument `images` must hold at least one readable image "
-            f"({skipped} files skipped). Received: images={os.fspath(path)!r}"
+            f"({skipped} files skipped). Received: images={path!r}"
         )
-    size = model.input_shape[1]
-    dataset = image_files_dataset(files, size).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    labels, best, _ = predict(model, dataset, class_names, decode, verbose)
-    return list(zip(files, labels, best.tolist(), strict=True)), skipped
+    labels, best, _ = _labels(np.concatenate(probabilities), class_names, decode)
+    return list(zip(names, labels, best.tolist(), strict=True)), skipped
 
 
 def write_predictions_csv(path, rows):

@@ -49,6 +49,24 @@ def test_embedded_source_and_target_tasks_share_no_image():
         assert label in by_image[image.tobytes()]
 
 
+def test_named_files_dataset_decodes_once_and_drops_corrupt_files(tmp_path):
+    root = write_image_folder(tmp_path / "photos", per_class=2)
+    files, others = data.image_candidates(str(root))
+    assert others == 1  # notes.txt: wrong extension, not read
+    assert [f.rsplit("/", 2)[-2:] for f in files] == [
+        ["china", "00.jpg"], ["china", "01.jpg"], ["china", "broken.jpg"],
+        ["flower", "00.png"], ["flower", "01.png"],
+    ]
+    pairs = list(data.named_image_files_dataset(files, 24).as_numpy_iterator())
+    good = [f for f in files if not f.endswith("broken.jpg")]
+    assert [name.decode() for name, _ in pairs] == good  # order kept, corrupt file dropped
+    expected = list(data.image_files_dataset(good, 24).as_numpy_iterator())
+    for (_, image), reference in zip(pairs, expected, strict=True):
+        assert image.shape == (24, 24, 3) and image.dtype == np.float32
+        np.testing.assert_array_equal(image, reference)
+    assert data.list_images(str(root)) == (good, 2)
+
+
 def test_folder_of_real_images_skips_and_counts_bad_files(tmp_path):
     root = write_image_folder(tmp_path / "photos", per_class=5)
     loaded = data.load_image_data(f"folder:{root}", image_size=24, batch_size=4,

@@ -195,6 +195,35 @@ def test_predict_writes_class_names_not_indices(tmp_path):
     assert all(0.0 <= float(r["probability"]) <= 1.0 for r in read)
 
 
+def test_predict_files_keeps_each_prediction_with_its_file(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "img", per_class=5)
+    model = _small_classifier(_embedded(image_size=24)).model
+    rows, skipped = finetune.predict_files(model, root, ["even", "odd"], batch_size=4,
+                                           verbose=1)
+    assert "11/11" in capsys.readouterr().out  # the progress bar counts the 11 image files
+    files, _ = data.list_images(str(root))
+    assert skipped == 2 and [f for f, _, _ in rows] == files
+    images = np.stack([x for x in data.image_files_dataset(files, 24).as_numpy_iterator()])
+    probabilities = model.predict(images, verbose=0)
+    np.testing.assert_allclose([p for _, _, p in rows], probabilities.max(axis=-1), rtol=1e-5)
+    assert [label for _, label, _ in rows] == [
+        ["even", "odd"][i] for i in probabilities.argmax(axis=-1)
+    ]
+
+
+@pytest.mark.parametrize("files, match", [
+    ({}, r"at least one readable image \(0 files skipped\)\. Received: images="),
+    ({"broken.jpg": b"not a jpeg", "notes.txt": b"text"},
+     r"at least one readable image \(2 files skipped\)\. Received: images="),
+])
+def test_predict_files_without_readable_images_is_a_clear_error(tmp_path, files, match):
+    for name, contents in files.items():
+        (tmp_path / name).write_bytes(contents)
+    model = _small_classifier(_embedded()).model
+    with pytest.raises(ValueError, match=match):
+        finetune.predict_files(model, tmp_path, ["even", "odd"])
+
+
 def test_shared_imagenet_weights_file_without_top(shared_weights_dir):
     path = str(shared_weights_dir / SHARED_MOBILENET)
     backbone = finetune.build_backbone("MobileNet", weights=path, image_size=32, alpha=0.25)
