@@ -107,8 +107,10 @@ def predict_pipeline(loaded, weights, rounds, batch_size):
             assert len(rows) == len(images) and not skipped
             return len(rows)
 
+        tensor = tf.constant(images)  # the baseline: in-memory tensors
+
         def in_memory():
-            return len(model.predict(images, batch_size=batch_size, verbose=0))
+            return len(model.predict(tensor, batch_size=batch_size, verbose=0))
 
         batches = [tf.constant(images[i:i + batch_size]) for i in range(0, len(images),
                                                                         batch_size)]
