@@ -12,21 +12,23 @@ _BATCH = 1000  # candidates drawn and scored at once
 class LIPOOracle(kt.Oracle):
     """LIPO: Lipschitz global optimization, with local trust-region steps.
 
-    The oracle maximizes `f` (the score, negated when the objective is minimized) as
-    dlib's `find_max_global` does ("MaxLIPO+TR", King 2017), with AdaLIPO's adaptive
-    Lipschitz constant and exploration (Malherbe & Vayatis 2017, Algorithm 3). Trials
-    alternate between two kinds of step:
+    The oracle maximizes `f` (the score, negated when the objective is minimized) with
+    AdaLIPO (Malherbe & Vayatis 2017, Algorithm 3), alternating its steps with
+    trust-region steps on a quadratic model, as dlib's `find_max_global` does
+    ("MaxLIPO+TR", King 2017):
 
-    - **LIPO step** (even trial numbers, and whenever a trust-region step is not taken).
-      The first point is drawn uniformly. Then, with probability
-      `exploration_probability`, the point is drawn uniformly (AdaLIPO's exploration).
-      Otherwise `max_candidates` uniform candidates are scored by the Lipschitz upper
-      bound `U(x) = min_i f(x_i) + k * ||x - x_i||` and the one with the largest bound is
-      taken (MaxLIPO; AdaLIPO proper draws uniformly among the candidates with
-      `U(x) >= max_i f(x_i)`, which explores more and converges more slowly).
-      `k` is AdaLIPO's estimate: the smallest value on the geometric grid
-      `(1 + alpha)^i`, `i` in Z, that is at least every slope
-      `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far.
+    - **LIPO step** (even trial numbers, and whenever a trust-region step is not taken),
+      AdaLIPO's. The first point is drawn uniformly. Then, with probability
+      `exploration_probability`, the point is drawn uniformly (exploration). Otherwise
+      uniform candidates are drawn until one is a *potential maximizer*: its Lipschitz
+      upper bound `U(x) = min_i f(x_i) + k * ||x - x_i||` is at least the best score so
+      far (exploitation, by rejection sampling). `k` is the smallest value on the
+      geometric grid `(1 + alpha)^i`, `i` in Z, that is at least every slope
+      `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far. Where the paper loops until a
+      potential maximizer appears, this oracle stops after `max_candidates` draws and
+      takes the candidate with the largest bound. (dlib's MaxLIPO always takes the
+      largest bound; with a single `k` that favours the corners of the space, and it
+      did worse than AdaLIPO's draw on 2-D Rosenbrock in `benchmarks/tuning.py`.)
     - **Trust-region step** (odd trial numbers). A quadratic is fitted to the best
       point and its nearest neighbours, `(d + 1)(d + 2) / 2` points in all for `d`
       numeric coordinates, and its maximizer within a ball around the best point is
@@ -65,8 +67,7 @@ class LIPOOracle(kt.Oracle):
             (the paper's setting).
         alpha: the ratio of the Lipschitz-constant grid, `k_i = (1 + alpha)^i`. Defaults
             to `0.01` (the paper's setting).
-        max_candidates: the candidates scored by the upper bound in a LIPO step (and the
-            most drawn in search of an untried point). Defaults to `10000`.
+        max_candidates: the most candidates drawn for one LIPO step. Defaults to `10000`.
         seed: the random seed.
         hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
         max_consecutive_failed_trials: as for `keras_tuner.Oracle`.
@@ -131,6 +132,7 @@ class LIPOOracle(kt.Oracle):
         explore = len(scores) == 0 or rng.random() < self.exploration_probability
         if not explore:
             k = lipschitz_estimate(points, scores, space, self.alpha)
+            top = scores.max()
         best, best_bound = None, -np.inf
         tried = set()  # Coordinates found to be duplicates (common in a discrete space).
         for _ in range(math.ceil(self.max_candidates / _BATCH)):
@@ -138,7 +140,9 @@ class LIPOOracle(kt.Oracle):
             if explore:
                 bounds = np.zeros(_BATCH)
             else:
-                bounds = upper_bounds(coords, points, scores, space, k)
+                # Every potential maximizer ties at the best score, so the first one drawn
+                # wins: a uniform draw from their set, as in AdaLIPO.
+                bounds = np.minimum(upper_bounds(coords, points, scores, space, k), top)
             # The untried candidate with the largest bound (ties: the first drawn).
             for i in np.argsort(-bounds, kind="stable"):
                 if bounds[i] <= best_bound:
@@ -151,7 +155,7 @@ class LIPOOracle(kt.Oracle):
                     best, best_bound = candidate, bounds[i]
                     break
                 tried.add(key)
-            if explore and best is not None:
+            if best is not None and (explore or best_bound >= top):
                 break
         if best is None:
             return {"status": "STOPPED", "values": None}
