@@ -355,7 +355,7 @@ def trust_region_step(hessian, gradient, radius, lower, upper):
     """The step `p` maximizing `q(p) = 0.5 p'Hp + g'p` with `||p|| <= radius`.
 
     The exact trust-region subproblem (Nocedal & Wright, "Numerical Optimization",
-    2006, §4.3): `p = -(lambda I - H)^-1 g` for the smallest `lambda >= 0` that keeps
+    2006, §4.3): `p = (lambda I - H)^-1 g` for the smallest `lambda >= 0` that keeps
     `lambda I - H` positive semi-definite and `p` in the ball, found by bisection in
     H's eigenbasis, with the "hard case" completed along the most positive curvature.
     The step is then clipped to `[lower, upper]`. Returns `(p, q(p))`.
@@ -378,7 +378,7 @@ def trust_region_step(hessian, gradient, radius, lower, upper):
             else:
                 high = mid
         p = step(high) if high > max(0.0, -curvature[0]) else np.zeros_like(gradient)
-        if curvature[0] < 0:  # The hard case: go to the boundary along negative curvature.
+        if curvature[0] < 0:  # The hard case: on to the boundary, along q's largest curvature.
             extra = radius**2 - p @ p
             p = p + np.sqrt(max(extra, 0.0)) * basis[:, 0]
     p = np.clip(p, lower, upper)
