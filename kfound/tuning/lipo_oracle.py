@@ -1,4 +1,4 @@
-"""The AdaLIPO global optimizer as a KerasTuner `Oracle`."""
+"""The LIPO global optimizer (AdaLIPO with dlib's trust-region steps) as a KerasTuner `Oracle`."""
 
 import math
 
@@ -10,39 +10,55 @@ _BATCH = 1000  # candidates drawn and scored at once
 
 
 class LIPOOracle(kt.Oracle):
-    """AdaLIPO: Lipschitz global optimization with an adaptive Lipschitz constant.
+    """LIPO: Lipschitz global optimization, with local trust-region steps.
 
-    Each trial draws its hyperparameters as AdaLIPO does (Malherbe & Vayatis, 2017,
-    Algorithm 3), maximizing `f` (the score, negated when the objective is minimized):
+    The oracle maximizes `f` (the score, negated when the objective is minimized) with
+    AdaLIPO (Malherbe & Vayatis 2017, Algorithm 3), alternating its steps with
+    trust-region steps on a quadratic model, as dlib's `find_max_global` does
+    ("MaxLIPO+TR", King 2017):
 
-    1. The first point is drawn uniformly.
-    2. Then, with probability `exploration_probability`, the next point is drawn
-       uniformly (exploration). Otherwise uniform candidates are drawn until one is a
-       *potential maximizer*: its Lipschitz upper bound
-       `min_i f(x_i) + k * ||x - x_i||` is at least the best score so far
-       (exploitation, by rejection sampling).
-    3. `k` is the smallest value on the geometric grid `(1 + alpha)^i`, `i` in Z, that
-       is at least every slope `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far.
+    - **LIPO step** (even trial numbers, and whenever a trust-region step is not taken),
+      AdaLIPO's. The first point is drawn uniformly. Then, with probability
+      `exploration_probability`, the point is drawn uniformly (exploration). Otherwise
+      uniform candidates are drawn until one is a *potential maximizer*: its Lipschitz
+      upper bound `U(x) = min_i f(x_i) + k * ||x - x_i||` is at least the best score so
+      far (exploitation, by rejection sampling). `k` is the smallest value on the
+      geometric grid `(1 + alpha)^i`, `i` in Z, that is at least every slope
+      `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far. Where the paper loops until a
+      potential maximizer appears, this oracle stops after `max_candidates` draws and
+      takes the candidate with the largest bound. (dlib's MaxLIPO always takes the
+      largest bound; with a single `k` that favours the corners of the space, and it
+      did worse than AdaLIPO's draw on 2-D Rosenbrock in `benchmarks/tuning.py`.)
+    - **Trust-region step** (odd trial numbers). A quadratic is fitted to the best
+      point and its nearest neighbours, `(d + 1)(d + 2) / 2` points in all for `d`
+      numeric coordinates, and its maximizer within a ball around the best point is
+      proposed. The ball's radius is 0.95 times the distance to the farthest of those
+      neighbours, so it shrinks as the trials gather around the best point (dlib's
+      radius at a reset; dlib also grows and shrinks it by how well the model
+      predicted, which needs state beyond the saved trials). The step acts on the
+      numeric coordinates only; the categorical ones keep the best trial's values.
+      It is skipped (a LIPO step is taken instead) when there are too few trials, when
+      the model predicts no improvement, or when the proposal was already tried.
+
+    LIPO finds the region of the global optimum; the trust-region steps converge in it
+    quickly, which LIPO alone does slowly.
 
     Coordinates. Each `Float`, `Int` and ordered (numeric) `Choice` is mapped to
     `[0, 1]` with KerasTuner's `value_to_prob`, so log sampling is respected and
-    discrete values sit at the centre of their bucket. An unordered `Choice` (strings)
-    or a `Boolean` is a categorical coordinate: it adds 0 to the squared distance when
-    two points agree and 1 (the width of a numeric range) when they differ. `Fixed`
-    values are ignored. Candidates are drawn uniformly in these coordinates, which is
-    KerasTuner's `random_sample` distribution.
+    discrete values sit at the centre of their bucket; a trust-region proposal is
+    mapped back with `prob_to_value` (so rounded to a discrete value). An unordered
+    `Choice` (strings) or a `Boolean` is a categorical coordinate: it adds 0 to the
+    squared distance when two points agree and 1 (the width of a numeric range) when
+    they differ. `Fixed` values are ignored. Candidates are drawn uniformly in these
+    coordinates, which is KerasTuner's `random_sample` distribution.
 
     Every decision is made from the completed trials and a generator seeded with
     `(seed, trial number)`, so the oracle's state is rebuilt from its saved trials:
     a resumed search proposes what the uninterrupted one would have. Ongoing trials
-    (in a distributed search) do not enter the bound; KerasTuner's duplicate check
-    keeps them from being proposed twice.
-
-    Where the paper loops until a potential maximizer appears, this oracle stops after
-    `max_candidates` draws and takes the candidate with the largest upper bound (that
-    only happens when the potential maximizers are a tiny part of the space). When no
-    untried point is found in `max_candidates` draws (a small discrete space is
-    exhausted), the search stops, as KerasTuner's random search does.
+    (in a distributed search) do not enter the bound or the model; KerasTuner's
+    duplicate check keeps them from being proposed twice. When no untried point is
+    found among `max_candidates` draws (a small discrete space is exhausted), the
+    search stops, as KerasTuner's random search does.
 
     Args:
         objective: as for `keras_tuner.Oracle`: a metric name or `keras_tuner.Objective`.
@@ -51,7 +67,7 @@ class LIPOOracle(kt.Oracle):
             (the paper's setting).
         alpha: the ratio of the Lipschitz-constant grid, `k_i = (1 + alpha)^i`. Defaults
             to `0.01` (the paper's setting).
-        max_candidates: the most candidates drawn for one trial. Defaults to `10000`.
+        max_candidates: the most candidates drawn for one LIPO step. Defaults to `10000`.
         seed: the random seed.
         hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
         max_consecutive_failed_trials: as for `keras_tuner.Oracle`.
@@ -72,9 +88,12 @@ class LIPOOracle(kt.Oracle):
     oracle.get_best_trials()[0].hyperparameters.get("x")  # close to 0.3
     ```
 
-    Reference:
+    References:
         Malherbe, C. and Vayatis, N. "Global optimization of Lipschitz functions".
         ICML 2017. https://arxiv.org/abs/1703.02628
+        King, D. E. "A Global Optimization Algorithm Worth Using". dlib blog, 2017.
+        http://blog.dlib.net/2017/12/a-global-optimization-algorithm-worth.html
+        (dlib's `find_max_global`, `global_function_search`).
     """
 
     def __init__(self, objective=None, max_trials=10, exploration_probability=0.1, alpha=0.01,
@@ -106,46 +125,90 @@ class LIPOOracle(kt.Oracle):
         space = [hp for hp in self.hyperparameters.space if not isinstance(hp, hp_module.Fixed)]
         rng = np.random.default_rng([self.seed, len(self.trials)])
         points, scores = self._completed_points(space)
+        if len(self.trials) % 2 == 1:
+            candidate = self._trust_region_candidate(space, points, scores)
+            if candidate is not None and not self._duplicate(candidate):
+                return {"status": "RUNNING", "values": candidate}
         explore = len(scores) == 0 or rng.random() < self.exploration_probability
         if not explore:
             k = lipschitz_estimate(points, scores, space, self.alpha)
-            best = scores.max()
-        fallback, fallback_bound = None, -np.inf
+            top = scores.max()
+        best, best_bound = None, -np.inf
+        tried = set()  # Coordinates found to be duplicates (common in a discrete space).
         for _ in range(math.ceil(self.max_candidates / _BATCH)):
             probs, coords = self._sample(space, rng, _BATCH)
             if explore:
-                order = range(_BATCH)
+                bounds = np.zeros(_BATCH)
             else:
-                bounds = upper_bounds(coords, points, scores, space, k)
-                # Potential maximizers in draw order (the first one is a uniform draw from
-                # their set), then the rest by decreasing bound as fallbacks.
-                accepted = np.flatnonzero(bounds >= best)
-                order = accepted if len(accepted) else np.argsort(-bounds)[:1]
-            for i in order:
-                candidate = self._active_values(
-                    {hp.name: _python(hp.prob_to_value(p)) for hp, p in zip(space, probs[i],
-                                                                          strict=True)})
-                if self._duplicate(candidate):
+                # Every potential maximizer ties at the best score, so the first one drawn
+                # wins: a uniform draw from their set, as in AdaLIPO.
+                bounds = np.minimum(upper_bounds(coords, points, scores, space, k), top)
+            # The untried candidate with the largest bound (ties: the first drawn).
+            for i in np.argsort(-bounds, kind="stable"):
+                if bounds[i] <= best_bound:
+                    break
+                key = coords[i].tobytes()
+                if key in tried:
                     continue
-                if explore or bounds[i] >= best:
-                    return {"status": "RUNNING", "values": candidate}
-                if bounds[i] > fallback_bound:
-                    fallback, fallback_bound = candidate, bounds[i]
-        if fallback is not None:
-            return {"status": "RUNNING", "values": fallback}
-        return {"status": "STOPPED", "values": None}
+                candidate = self._values(space, probs[i])
+                if not self._duplicate(candidate):
+                    best, best_bound = candidate, bounds[i]
+                    break
+                tried.add(key)
+            if best is not None and (explore or best_bound >= top):
+                break
+        if best is None:
+            return {"status": "STOPPED", "values": None}
+        return {"status": "RUNNING", "values": best}
 
     def _completed_points(self, space):
-        """The completed trials as coordinates, and their scores to maximize."""
+        """The completed trials as coordinates, and their scores to maximize.
+
+        Trials are taken in trial-id order, so a reloaded oracle sees them in the same order.
+        """
         points, scores = [], []
         sign = 1.0 if self.objective.direction == "max" else -1.0
-        for trial in self.trials.values():
+        for _, trial in sorted(self.trials.items()):
             if trial.status != "COMPLETED" or trial.score is None:
                 continue
             values = trial.hyperparameters.values
             points.append([_coordinate(hp, values.get(hp.name, hp.default)) for hp in space])
             scores.append(sign * trial.score)
         return np.asarray(points, dtype="float64").reshape(-1, len(space)), np.asarray(scores)
+
+    def _trust_region_candidate(self, space, points, scores):
+        """The trust-region step from the best trial, or `None` when there is none to take.
+
+        A quadratic is fitted to the best point and its nearest neighbours, enough of them
+        to determine it, in the numeric coordinates; its maximizer within a ball around the
+        best point (and within `[0, 1]`) is proposed, the categorical coordinates kept at
+        the best trial's values. The ball's radius is 0.95 times the distance to the
+        farthest of those neighbours, so it shrinks as the trials gather around the best.
+        """
+        numeric = np.array([not _is_categorical(hp) for hp in space], dtype=bool)
+        dims = int(numeric.sum())
+        needed = (dims + 1) * (dims + 2) // 2
+        if dims == 0 or len(scores) < needed:
+            return None
+        best = int(np.argmax(scores))
+        near = np.argsort(distances(points[best:best + 1], points, space)[0], kind="stable")
+        near = near[:needed]
+        anchor = points[best, numeric]
+        offsets = points[near][:, numeric] - anchor
+        radius = 0.95 * np.sqrt((offsets**2).sum(axis=1)).max()
+        if radius == 0:
+            return None
+        hessian, gradient, _ = fit_quadratic(offsets, scores[near])
+        step, gain = trust_region_step(hessian, gradient, radius, -anchor, 1.0 - anchor)
+        if not gain > 0:
+            return None
+        coords = points[best].copy()
+        coords[numeric] = anchor + step
+        probs = coords.copy()
+        for j, hp in enumerate(space):
+            if _is_categorical(hp):
+                probs[j] = (coords[j] + 0.5) / len(hp.values)
+        return self._values(space, probs)
 
     def _sample(self, space, rng, n):
         """`n` uniform candidates: their cumulative probabilities and their coordinates."""
@@ -160,7 +223,11 @@ class LIPOOracle(kt.Oracle):
                 coords[:, j] = [_coordinate(hp, hp.prob_to_value(p)) for p in probs[:, j]]
         return probs, coords
 
-    def _active_values(self, values):
+    def _values(self, space, probs):
+        """The hyperparameter values at cumulative probabilities `probs` (active ones only)."""
+        # `prob_to_value` takes probabilities in [0, 1): 1.0 would round an `Int` past its max.
+        probs = np.clip(probs, 0.0, np.nextafter(1.0, 0.0))
+        values = {hp.name: _python(hp.prob_to_value(p)) for hp, p in zip(space, probs, strict=True)}
         hps = hp_module.HyperParameters()
         for hp in self.hyperparameters.space:
             hps.merge([hp])
@@ -230,9 +297,13 @@ def _is_categorical(hp):
 
 
 def _coordinate(hp, value):
-    """A numeric hyperparameter's position in [0, 1], or a categorical one's index."""
+    """A numeric hyperparameter's position in [0, 1], or a categorical one's bucket index.
+
+    The bucket index is where `prob_to_value` draws `value` from (for a `Boolean`, whose
+    `values` are `(True, False)`, that is 1 for `True`).
+    """
     if _is_categorical(hp):
-        return float(list(hp.values).index(value))
+        return float(math.floor(hp.value_to_prob(value) * len(hp.values)))
     return float(hp.value_to_prob(value))
 
 
@@ -263,3 +334,52 @@ def lipschitz_estimate(points, scores, space, alpha):
 def upper_bounds(candidates, points, scores, space, k):
     """The Lipschitz upper bound `min_i f(x_i) + k ||x - x_i||` at each candidate."""
     return (scores[None, :] + k * distances(candidates, points, space)).min(axis=1)
+
+
+def fit_quadratic(x, y):
+    """The least-squares quadratic `q(x) = 0.5 x'Hx + g'x + c` through rows `x` (n, d).
+
+    With exactly `(d + 1) (d + 2) / 2` points in general position it interpolates them.
+    Returns `(H, g, c)`.
+    """
+    n, d = x.shape
+    rows, cols = np.triu_indices(d)
+    features = np.concatenate([np.ones((n, 1)), x, x[:, rows] * x[:, cols]], axis=1)
+    coef = np.linalg.lstsq(features, y, rcond=None)[0]
+    hessian = np.zeros((d, d))
+    hessian[rows, cols] = coef[d + 1:]
+    return hessian + hessian.T, coef[1:d + 1], coef[0]
+
+
+def trust_region_step(hessian, gradient, radius, lower, upper):
+    """The step `p` maximizing `q(p) = 0.5 p'Hp + g'p` with `||p|| <= radius`.
+
+    The exact trust-region subproblem (Nocedal & Wright, "Numerical Optimization",
+    2006, §4.3): `p = (lambda I - H)^-1 g` for the smallest `lambda >= 0` that keeps
+    `lambda I - H` positive semi-definite and `p` in the ball, found by bisection in
+    H's eigenbasis, with the "hard case" completed along the most positive curvature.
+    The step is then clipped to `[lower, upper]`. Returns `(p, q(p))`.
+    """
+    curvature, basis = np.linalg.eigh(-hessian)  # Minimizing -q: 0.5 p'(-H)p - g'p.
+    slope = basis.T @ gradient
+
+    def step(shift):
+        return basis @ (slope / (curvature + shift))
+
+    if curvature[0] > 0 and np.linalg.norm(step(0.0)) <= radius:
+        p = step(0.0)
+    else:
+        low = max(0.0, -curvature[0])
+        high = low + np.linalg.norm(gradient) / radius
+        for _ in range(100):
+            mid = 0.5 * (low + high)
+            if np.linalg.norm(step(mid)) > radius:
+                low = mid
+            else:
+                high = mid
+        p = step(high) if high > max(0.0, -curvature[0]) else np.zeros_like(gradient)
+        if curvature[0] < 0:  # The hard case: on to the boundary, along q's largest curvature.
+            extra = radius**2 - p @ p
+            p = p + np.sqrt(max(extra, 0.0)) * basis[:, 0]
+    p = np.clip(p, lower, upper)
+    return p, 0.5 * p @ hessian @ p + gradient @ p

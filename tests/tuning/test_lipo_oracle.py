@@ -102,6 +102,111 @@ def test_lipschitz_estimate_is_on_the_geometric_grid():
     assert lipo_oracle.lipschitz_estimate(points[:1], scores[:1], space, 0.01) == 0.0
 
 
+def test_fit_quadratic_recovers_a_quadratic():
+    rng = np.random.default_rng(0)
+    hessian = np.array([[2.0, -0.5, 0.3], [-0.5, 1.0, 0.0], [0.3, 0.0, -1.5]])
+    gradient = np.array([0.1, -0.2, 0.3])
+    x = rng.normal(size=(10, 3))  # (d + 1)(d + 2) / 2 points: interpolation.
+    y = 0.5 * np.einsum("ni,ij,nj->n", x, hessian, x) + x @ gradient + 4.0
+    h, g, c = lipo_oracle.fit_quadratic(x, y)
+    np.testing.assert_allclose(h, hessian, atol=1e-8)
+    np.testing.assert_allclose(g, gradient, atol=1e-8)
+    assert math.isclose(c, 4.0, abs_tol=1e-8)
+
+
+def _sphere(d, n=20000, seed=0):
+    u = np.random.default_rng(seed).normal(size=(n, d))
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("hessian, gradient, radius, inside", [
+    ([[-2.0, 0.0], [0.0, -1.0]], [0.2, -0.1], 1.0, True),  # Concave, maximum inside.
+    ([[-2.0, 0.0], [0.0, -1.0]], [3.0, -2.0], 0.5, False),  # Concave, maximum outside.
+    ([[1.0, 0.3], [0.3, -2.0]], [0.5, 0.5], 0.5, False),  # Indefinite.
+    ([[1.0, 0.0], [0.0, -1.0]], [0.0, 0.0], 0.5, False),  # Indefinite, the hard case.
+])
+def test_trust_region_step_solves_the_subproblem(hessian, gradient, radius, inside):
+    hessian, gradient = np.array(hessian), np.array(gradient)
+    step, gain = lipo_oracle.trust_region_step(hessian, gradient, radius, -10.0, 10.0)
+
+    def q(p):
+        return 0.5 * np.einsum("ni,ij,nj->n", p, hessian, p) + p @ gradient
+
+    assert math.isclose(gain, q(step[None])[0])
+    if inside:
+        np.testing.assert_allclose(step, np.linalg.solve(hessian, -gradient), atol=1e-9)
+    else:
+        assert math.isclose(np.linalg.norm(step), radius, rel_tol=1e-6)
+    # No point of the ball's boundary (where a non-concave maximum lies) does better.
+    assert gain >= q(radius * _sphere(2)).max() - 1e-6
+
+
+def test_trust_region_step_stays_in_the_box():
+    step, gain = lipo_oracle.trust_region_step(np.array([[-1.0]]), np.array([5.0]), 2.0,
+                                               np.array([-0.2]), np.array([0.3]))
+    assert step[0] == 0.3 and math.isclose(gain, 0.5 * -0.09 + 1.5)
+
+
+def test_trust_region_steps_find_a_quadratic_minimum(tmp_path):
+    # LIPO alone needs hundreds of trials for 1e-6; the quadratic model lands on it.
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    hp.Float("y", -1.0, 1.0)
+    f = lambda v: (v["x"] - 0.3) ** 2 + 2 * (v["y"] - 0.2) ** 2 + v["x"] * v["y"]  # noqa: E731
+    oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=20, hyperparameters=hp, seed=4)
+    best = _minimize(oracle, f, 20, tmp_path)
+    # The minimum: 2(x - 0.3) + y = 0 and 4(y - 0.2) + x = 0.
+    x, y = np.linalg.solve([[2.0, 1.0], [1.0, 4.0]], [0.6, 0.8])
+    assert best.score - f({"x": x, "y": y}) < 1e-6
+
+
+def test_trust_region_keeps_the_best_categorical_values():
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    hp.Choice("act", ["relu", "tanh"])
+    hp.Boolean("bias")
+    oracle = LIPOOracle(kt.Objective("f", "max"), hyperparameters=hp, seed=0)
+    space = hp.space
+    # Coordinates: x, the act bucket, the bias bucket (1 is True); f peaks at x = 0.4.
+    points = np.array([[0.1, 1, 1], [0.3, 1, 1], [0.5, 1, 1], [0.2, 0, 0], [0.6, 0, 1]])
+    scores = -((points[:, 0] - 0.4) ** 2) - 0.1 * (points[:, 1] == 0)
+    values = oracle._trust_region_candidate(space, points, scores)
+    assert values["act"] == "tanh" and values["bias"] is True
+    assert abs(values["x"] - 0.4) < 1e-9
+    assert oracle._trust_region_candidate(space, points[:2], scores[:2]) is None  # Too few.
+
+
+def test_candidate_coordinates_match_their_values():
+    hp = kt.HyperParameters()
+    hp.Boolean("b")
+    hp.Choice("c", ["x", "y", "z"])
+    hp.Choice("o", [8, 16, 32])
+    hp.Int("i", 1, 9, step=2)
+    hp.Float("f", 1e-4, 1.0, sampling="log")
+    space = hp.space
+    oracle = LIPOOracle("val_loss", hyperparameters=hp, seed=0)
+    probs, coords = oracle._sample(space, np.random.default_rng(0), 200)
+    for p, c in zip(probs, coords, strict=True):
+        values = oracle._values(space, p)
+        assert [lipo_oracle._coordinate(h, values[h.name]) for h in space] == pytest.approx(c)
+
+
+def test_same_seed_same_trials_other_seed_other_trials(tmp_path):
+    hp = kt.HyperParameters()
+    hp.Float("x", -1.0, 1.0)
+    hp.Choice("act", ["relu", "tanh", "gelu"])
+    f = lambda v: v["x"] ** 2 + (v["act"] == "relu")  # noqa: E731
+
+    def run(seed, name):
+        oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=12, hyperparameters=hp,
+                            seed=seed)
+        _minimize(oracle, f, 12, tmp_path / name)
+        return [t.hyperparameters.values for _, t in sorted(oracle.trials.items())]
+
+    assert run(1, "a") == run(1, "b")
+    assert run(1, "a2") != run(2, "c")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"exploration_probability": 1.5}, r"`exploration_probability` must be in \[0, 1\]. "
                                        r"Received: exploration_probability=1.5"),
