@@ -213,9 +213,9 @@ def distributed_benchmark(scratch, units, search_args, threads_per_worker=None):
     the cores divided among the workers (`threads_per_worker`, default `cores // workers`;
     a single worker gets every core). The time includes everything a user waits for:
     the processes' start-up (imports, ~5-10 s each), the trials, and the chief's final
-    model, plot and table. Start-up is paid once on each side, so the grid must be large
-    enough for the trials to dominate. The runs alternate 1-2-2-1 order when `repeats`
-    (the length of `units` is the grid's second axis; 3 learning rates the first).
+    model, plot and table. Start-up is paid once on each side, so the grid (3 learning
+    rates x `units`) must be large enough for the trials to dominate. On a machine with
+    fewer free cores than workers, two workers cannot halve the time.
     """
     grid = pathlib.Path(scratch) / "grid.json"
     grid.write_text(json.dumps({
@@ -287,7 +287,11 @@ def main(argv=None):
         if "memory" not in args.skip:
             result.update(memory_benchmark(5, 20, scratch))
         if "distributed" not in args.skip:
-            result.update(distributed_benchmark(scratch))
+            # Quick: a 6-point smoke grid, which start-up dominates. Full: 12 points on all
+            # of digits, 3 epochs each.
+            result.update(distributed_benchmark(
+                scratch, units=(16, 32) if args.quick else (8, 16, 32, 64),
+                search_args=["--smoke"] if args.quick else ["--epochs", "3"]))
     print(json.dumps(result))
 
 
