@@ -9,6 +9,13 @@ KerasTuner hands it back the trial it was running (`Oracle.create_trial` returns
 tuner's ongoing trial), so the trial is retried and the search goes on. After
 `max_restarts` deaths of one worker the launcher stops everything and exits non-zero;
 running the same command again resumes the search.
+
+The workers share this machine's cores. TensorFlow sizes its thread pools to every core
+of the machine, so N workers would each run as many threads as there are cores and
+crowd one another; each worker is therefore given `threads_per_worker` threads for its
+intra-op and inter-op pools (TensorFlow's `TF_NUM_INTRAOP_THREADS` and
+`TF_NUM_INTEROP_THREADS`, and `OMP_NUM_THREADS` for oneDNN), by default the cores
+divided among the workers. A single worker gets every core.
 """
 
 import argparse
@@ -33,6 +40,13 @@ def free_port(host=HOST):
         return s.getsockname()[1]
 
 
+def available_cores():
+    """The number of CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _listening(host, port):
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
@@ -40,7 +54,7 @@ def _listening(host, port):
 
 
 def launch(search_args, workers, max_restarts=3, port=None, python=sys.executable,
-           verbose=True):
+           verbose=True, threads_per_worker=None):
     """Starts a chief and `workers` workers for `search_args`; returns the exit code.
 
     Args:
@@ -50,12 +64,19 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
         port: the chief's port on 127.0.0.1. Defaults to a free one.
         python: the Python interpreter to run. Defaults to this one.
         verbose: print the processes' ids and restarts. Defaults to `True`.
+        threads_per_worker: the threads of each worker's TensorFlow thread pools.
+            Defaults to `available_cores() // workers` (at least 1).
 
     Returns:
         `0` when the search finished, non-zero otherwise.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"Argument `workers` must be an integer >= 1. Received: workers={workers}")
+    if threads_per_worker is None:
+        threads_per_worker = max(1, available_cores() // workers)
+    if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
+        raise ValueError("Argument `threads_per_worker` must be an integer >= 1. "
+                         f"Received: threads_per_worker={threads_per_worker}")
     for flag in ("--role", "--oracle", "--worker-id"):
         if any(a == flag or a.startswith(flag + "=") for a in search_args):
             raise ValueError(
@@ -84,10 +105,14 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
         time.sleep(_POLL_SECONDS)
     worker_args = [a for a in command if a != "--overwrite"]
 
+    threads = str(threads_per_worker)
+    worker_env = {**env, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+                  "OMP_NUM_THREADS": threads}
+
     def start(name):
         process = subprocess.Popen([*worker_args, "--role", "worker", "--worker-id", name],
-                                   env=env)
-        say(f"launch: {name} pid {process.pid}", flush=True)
+                                   env=worker_env)
+        say(f"launch: {name} pid {process.pid} (threads: {threads})", flush=True)
         return process
 
     names = [f"worker{i}" for i in range(1, workers + 1)]
@@ -122,11 +147,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="tuning/launch.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="tuning/launch.py --workers N [--max-restarts K] -- <tuning/search.py arguments>",
+        usage="tuning/launch.py --workers N [--threads-per-worker T] [--max-restarts K] -- "
+              "<tuning/search.py arguments>",
     )
     parser.add_argument("--workers", type=int, default=2, help="the number of workers (default: 2)")
     parser.add_argument("--max-restarts", type=int, default=3,
                         help="restarts allowed per worker before giving up (default: 3)")
+    parser.add_argument("--threads-per-worker", type=int, default=None,
+                        help="threads of each worker's TensorFlow thread pools (default: the "
+                             f"cores divided among the workers; {available_cores()} cores here)")
     parser.add_argument("--port", type=int, default=None,
                         help="the chief's port on 127.0.0.1 (default: a free one)")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -135,4 +164,8 @@ def main(argv=None):
                      "--space tuning/spaces/mlp.yaml`. Received: no `--`")
     split = argv.index("--")
     args = parser.parse_args(argv[:split])
-    return launch(argv[split + 1:], args.workers, args.max_restarts, args.port)
+    if args.threads_per_worker is not None and args.threads_per_worker < 1:
+        parser.error("argument --threads-per-worker must be >= 1. "
+                     f"Received: threads_per_worker={args.threads_per_worker}")
+    return launch(argv[split + 1:], args.workers, args.max_restarts, args.port,
+                  threads_per_worker=args.threads_per_worker)

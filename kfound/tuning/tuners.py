@@ -30,6 +30,7 @@ from kfound.tuning.lipo_oracle import LIPOOracle
 
 TUNERS = ("grid", "random", "bayesian", "hyperband", "lipo")
 _FINISHED = ("COMPLETED", "FAILED")
+IDLE_SECONDS = 0.1  # how long a worker told to wait (an IDLE trial) waits before asking again
 
 
 class ResumableOracle:
@@ -47,8 +48,15 @@ class ResumableOracle:
         self.trial_seconds = {}  # trial_id -> seconds from hand-out to end
         self.trial_workers = {}  # trial_id -> tuner_id that ran it
 
-    @kt.synchronized
     def create_trial(self, tuner_id):
+        trial = self._create_trial(tuner_id)
+        if trial.status == "IDLE":
+            # KerasTuner's workers ask again at once: slow them down, outside the lock.
+            time.sleep(IDLE_SECONDS)
+        return trial
+
+    @kt.synchronized
+    def _create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
         if trial.status == "RUNNING":
             self.trial_started[trial.trial_id] = time.time()
@@ -96,18 +104,36 @@ class ResumableOracle:
 
 
 class GridOracle(ResumableOracle, kt.oracles.GridSearchOracle):
-    """KerasTuner's grid search, resumable."""
+    """KerasTuner's grid search, resumable, and parallel in a distributed search.
+
+    KerasTuner steps past a grid point only once its trial has ended, in case that trial
+    declares new (conditional) hyperparameters; meanwhile other workers are told to wait,
+    so that a distributed grid runs one trial at a time. This oracle hands out the point
+    after the last one handed out instead. Points that new hyperparameters reveal are
+    still added when the trials that declared them end, as KerasTuner does.
+    """
+
+    def _grid_order(self):
+        return functools.cmp_to_key(lambda a, b: self._compare(
+            self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values))
+
+    def populate_space(self, trial_id):
+        result = super().populate_space(trial_id)
+        if result["status"] != "IDLE" or not self.start_order:
+            return result
+        last = max(self.start_order, key=self._grid_order())
+        values = self._get_next_combination(self.trials[last].hyperparameters.values)
+        if values is None:  # The grid is handed out; wait for its last trials to end.
+            return result
+        self._ordered_ids.insert(trial_id, last)
+        return {"status": "RUNNING", "values": values}
 
     def reload(self):
         super().reload()
         # KerasTuner does not save the grid's cursor (keras-tuner #1055). Rebuild it: the
         # trials in grid order, and every trial as a place to look for the next point.
-        def compare(a, b):
-            return self._compare(self.trials[a].hyperparameters.values,
-                                 self.trials[b].hyperparameters.values)
-
         self._ordered_ids = LinkedList()
-        for trial_id in sorted(self.start_order, key=functools.cmp_to_key(compare)):
+        for trial_id in sorted(self.start_order, key=self._grid_order()):
             self._ordered_ids.insert(trial_id)
         self._populate_next = list(self.start_order)
 
@@ -129,7 +155,19 @@ class ResumableLIPOOracle(ResumableOracle, LIPOOracle):
 
 
 class _TunerMixin:
-    """Writes the tuner's file atomically and frees each trial's model and graph."""
+    """Writes the tuner's file atomically and keeps the garbage collector off the trials' path.
+
+    KerasTuner frees the previous trial's model and graph before each build
+    (`Tuner._try_build` calls `keras.utils.clear_session()` and `gc.collect()`), so memory
+    does not grow across trials (measured by `benchmarks/tuning.py`). Each full collection
+    walks every object the process tracks, about half a million once TensorFlow and Keras
+    are imported: 0.3-0.7 s on a 2-core CPU, twice a trial, often more than a small trial's
+    training. `search` therefore freezes (`gc.freeze()`) the objects alive when it starts,
+    so that collections during the search walk only what the search itself created, and
+    unfreezes them when it ends. Only reference cycles among those pre-existing objects
+    that die during the search wait until its end to be freed. When the process has
+    already frozen objects, `search` leaves the collector as it is.
+    """
 
     def save(self):
         if not self._is_worker():
@@ -142,16 +180,22 @@ class _TunerMixin:
         # trial ends: a kill during the first trial would otherwise start over.
         self.save()
 
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
-        # KerasTuner clears the session before a build; clear after the trial as well, so
-        # the last model does not live on (keras-tuner #395, #873).
-        keras.utils.clear_session(free_memory=True)
-        gc.collect()
+    def search(self, *fit_args, **fit_kwargs):
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.collect()
+            gc.freeze()
+        try:
+            super().search(*fit_args, **fit_kwargs)
+        finally:
+            # KerasTuner frees a trial's model when the next one is built: free the last.
+            keras.utils.clear_session(free_memory=True)
+            if freeze:
+                gc.unfreeze()
 
 
 class Tuner(_TunerMixin, kt.Tuner):
-    """`keras_tuner.Tuner` with atomic state files and memory freed after each trial."""
+    """`keras_tuner.Tuner` with atomic state files and a frozen heap while it searches."""
 
 
 class HyperbandTuner(_TunerMixin, kt.Hyperband):

@@ -35,7 +35,7 @@ def _trials(output):
     return json.loads((pathlib.Path(output) / "trials.json").read_text())
 
 
-def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch):
+def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     output = tmp_path / "run"
     code = launch.launch(["--tuner", "grid", "--space", _grid(tmp_path), "--smoke",
@@ -45,6 +45,9 @@ def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch):
     assert len(trials) == 4 and {t["status"] for t in trials} == {"COMPLETED"}
     assert {t["worker"] for t in trials} == {"worker1", "worker2"}
     assert (output / "best_model.keras").exists() and (output / "best.json").exists()
+    # The workers share the cores.
+    threads = max(1, launch.available_cores() // 2)
+    assert capsys.readouterr().out.count(f"(threads: {threads})") == 2
 
 
 @pytest.mark.slow
@@ -73,16 +76,24 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path
     assert len(trials) == 6 and {t["status"] for t in trials} == {"COMPLETED"}
 
 
-@pytest.mark.parametrize("args, workers, match", [
-    (["--space", "s.yaml"], 0, r"`workers` must be an integer >= 1. Received: workers=0"),
-    (["--role", "chief"], 2, r"sets `--role` itself"),
+@pytest.mark.parametrize("args, kwargs, match", [
+    (["--space", "s.yaml"], {"workers": 0},
+     r"`workers` must be an integer >= 1. Received: workers=0"),
+    (["--space", "s.yaml"], {"workers": 2, "threads_per_worker": 0},
+     r"`threads_per_worker` must be an integer >= 1. Received: threads_per_worker=0"),
+    (["--role", "chief"], {"workers": 2}, r"sets `--role` itself"),
 ])
-def test_bad_arguments(args, workers, match):
+def test_bad_arguments(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        launch.launch(args, workers)
+        launch.launch(args, **kwargs)
 
 
-def test_search_arguments_go_after_a_double_dash(capsys):
+@pytest.mark.parametrize("argv, match", [
+    (["--workers", "2", "--tuner", "grid"], "put the search arguments after `--`"),
+    (["--threads-per-worker", "0", "--", "--tuner", "grid"],
+     "--threads-per-worker must be >= 1. Received: threads_per_worker=0"),
+])
+def test_bad_flags(argv, match, capsys):
     with pytest.raises(SystemExit):
-        launch.main(["--workers", "2", "--tuner", "grid"])
-    assert "put the search arguments after `--`" in capsys.readouterr().err
+        launch.main(argv)
+    assert match in capsys.readouterr().err
