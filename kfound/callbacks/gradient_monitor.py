@@ -63,8 +63,9 @@ class GradientMonitor(diagnostics.Monitor):
     Training is unchanged. (Like every callback with an `on_train_batch_end`, the
     progress bar of `verbose=1` or `2` included, the monitor makes Keras read each batch's
     logs on the main thread; only with `verbose=0` and no such callback does Keras read
-    them on a helper thread. On a 2-core CPU the main-thread read measured the faster.) Elsewhere (JAX, a multi-replica strategy, a second monitor on
-    the same model), the monitor keeps a reference to the sampled step's batch (no copy,
+    them on a helper thread. On a 2-core CPU the main-thread read measured the faster.)
+    Elsewhere (JAX, a multi-replica strategy, a second monitor on the same model), the
+    monitor keeps a reference to the sampled step's batch (no copy,
     no host sync) and runs one extra compiled forward and backward pass on it at the
     weights after its update; BatchNorm statistics and metrics are left untouched.
     With `probe_data`, that extra pass measures a fixed batch instead, which makes samples
