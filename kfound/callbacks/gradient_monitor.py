@@ -65,9 +65,9 @@ class GradientMonitor(diagnostics.Monitor):
     logs on the main thread; only with `verbose=0` and no such callback does Keras read
     them on a helper thread. On a 2-core CPU the main-thread read measured the faster.)
     Elsewhere (JAX, a multi-replica strategy, a second monitor on the same model), the
-    monitor keeps a reference to the sampled step's batch (no copy,
-    no host sync) and runs one extra compiled forward and backward pass on it at the
-    weights after its update; BatchNorm statistics and metrics are left untouched.
+    monitor keeps a reference to the sampled step's batch (no copy, no host sync) and runs
+    one extra compiled forward and backward pass on it at the weights after its update;
+    BatchNorm statistics and metrics are left untouched.
     With `probe_data`, that extra pass measures a fixed batch instead, which makes samples
     comparable across training.
 
