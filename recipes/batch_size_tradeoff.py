@@ -2,7 +2,7 @@
 Title: Batch size: time per epoch, epochs to target, time to target
 Description: Tests §3.5.5's "Batch_Size is increased to a certain time, and the time is optimal"
     on scikit-learn's digits, timing every batch size from 1 to the full training set.
-Run time: about 3 minutes on 2 CPU cores (`--smoke`: seconds).
+Run time: about 4 minutes on 2 CPU cores (`--smoke`: seconds).
 
 §3.5.5 argues in three steps: a larger batch processes an epoch faster (item 2), but needs more
 epochs to reach the same accuracy (item 3), so total time to a given accuracy is smallest at
@@ -17,6 +17,12 @@ What is fixed, and why: Adam at its default learning rate 1e-3 for every batch s
 64-128-10 ReLU MLP, target 95% validation accuracy, at most `--max-epochs` epochs. Scaling the
 learning rate with the batch size (Goyal et al. 2017) would change the answer: that is a
 different experiment, which the book does not describe.
+
+Measured at the defaults (seed 1337, 3 repeats, a quiet 2-core CPU): the claim holds. Time per
+epoch falls from 1.60 s at batch 1 to 0.036 s at the full batch of 1,347, while the epochs to
+95% rise from 3 to 173; time to target is 4.8 s at batch 1, 6.2 s at the full batch, and
+1.17-1.43 s across batches 16 to 128. That bottom is flat: the exact minimum was at 16 in this
+run and at 32 and 64 in runs on a loaded machine, so read the optimum as a band, not a number.
 
 Usage:
 
