@@ -61,6 +61,15 @@ def test_head_on_cached_features_matches_the_full_model():
     assert finetune.trainable_params(classifier.model) == 64 * 2 + 2  # even, odd
 
 
+def test_feature_eval_batch_size_must_be_a_positive_integer():
+    loaded = _embedded(image_size=8)
+    for value in (0, 2.5, True):
+        expected = rf"positive integer\. Received: feature_eval_batch_size={value}$"
+        with pytest.raises(ValueError, match=r"`feature_eval_batch_size` must be a " + expected):
+            finetune.fit_head(_small_classifier(loaded), loaded, epochs=1, verbose=0,
+                              feature_eval_batch_size=value)
+
+
 @pytest.mark.parametrize("state", ["head", "full"])
 def test_optimizer_is_chosen_by_name(state):
     loaded = _embedded(image_size=8)
