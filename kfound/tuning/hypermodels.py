@@ -366,7 +366,9 @@ class FinetuneHyperModel(kt.HyperModel):
         self._loaded = {}  # image size -> kfound.data.ImageData
         self._classifier = None  # the Classifier of the last model `build` made
         defaults = self.declare_hyperparameters(kt.HyperParameters())
-        self.num_classes = self.data(defaults).num_classes
+        loaded = self.data(defaults)
+        self.num_classes = loaded.num_classes
+        self.class_names = list(loaded.class_names)
 
     @classmethod
     def check_hyperparameter(cls, entry):

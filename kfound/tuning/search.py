@@ -18,7 +18,7 @@ import warnings
 
 import keras
 
-from kfound import datasets, io_utils, runs
+from kfound import datasets, finetune, io_utils, runs
 from kfound.tuning import hypermodels, results, space, tuners
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
@@ -208,6 +208,11 @@ def finish(tuner, output, quiet=False):
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = tuner.get_best_models(1)[0]
     io_utils.save_model(model, output / "best_model.keras")
+    class_names = getattr(tuner.hypermodel, "class_names", None)
+    if class_names is not None:
+        # As kfound.finetune saves a classifier, so `recipes/finetune.py --state predict
+        # --model .../best_model.keras` labels images with names, not indices.
+        io_utils.write_json(output / finetune.CLASSES_FILE, class_names)
     results.plot_search(records, oracle.objective.name, oracle.objective.direction,
                         output / "search.png")
     if not quiet:

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
+from kfound import finetune
 from kfound.tuning import hypermodels, search, space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -117,8 +118,11 @@ def test_search_cli_on_the_example_space(tmp_path):
     trials = json.loads((output / "trials.json").read_text())
     assert [t["status"] for t in trials] == ["COMPLETED"]
     model = keras.saving.load_model(output / "best_model.keras")
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     hypermodel = hypermodels.FinetuneHyperModel("embedded")
+    # Its class names lie beside it, as for a model the fine-tuning recipe saved.
+    _, class_names = finetune.load_classifier(str(output / "best_model.keras"))
+    assert class_names == hypermodel.class_names
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, accuracy = model.evaluate(hypermodel.data(kt.HyperParameters()).val, verbose=0)
     # Not exact: a random backbone leaves near-ties that batch composition can flip.
     assert accuracy == pytest.approx(best["score"], abs=0.01)
