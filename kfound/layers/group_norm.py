@@ -6,6 +6,8 @@ import numbers
 import keras
 from keras import ops
 
+from kfound.layers.channel_axis import channel_axis
+
 
 @keras.saving.register_keras_serializable(package="kfound")
 class GroupNorm(keras.layers.GroupNormalization):
@@ -78,28 +80,7 @@ class GroupNorm(keras.layers.GroupNormalization):
         super().__init__(groups=groups, axis=axis, epsilon=epsilon, **kwargs)
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        if rank < 2:
-            raise ValueError(
-                "GroupNorm needs inputs of rank >= 2 (batch and channels). "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        if not -rank <= self.axis < rank:
-            raise ValueError(
-                f"Argument `axis` is out of range for inputs of rank {rank}. "
-                f"Received: axis={self.axis}"
-            )
-        if self.axis % rank == 0:
-            raise ValueError(
-                "Argument `axis` must be a channel axis, not the batch axis 0. "
-                f"Received: axis={self.axis}"
-            )
-        channels = input_shape[self.axis]
-        if channels is None:
-            raise ValueError(
-                f"The channel axis {self.axis} of the input must have a known size. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
+        channels = input_shape[channel_axis("GroupNorm", input_shape, self.axis)]
         groups = channels if self.groups == -1 else self.groups
         if channels % groups:
             raise ValueError(

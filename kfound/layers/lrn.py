@@ -6,6 +6,8 @@ import numbers
 import keras
 from keras import ops
 
+from kfound.layers.channel_axis import channel_axis
+
 
 def _check_number(name, value, *, positive=False):
     """Raises unless `value` is a finite real number, >= 0 (or > 0 when `positive`)."""
@@ -167,27 +169,7 @@ class LRN(keras.layers.Layer):
 
     def build(self, input_shape):
         rank = len(input_shape)
-        if rank < 2:
-            raise ValueError(
-                "LRN needs inputs of rank >= 2 (batch and channels). "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        if not -rank <= self.axis < rank:
-            raise ValueError(
-                f"Argument `axis` is out of range for inputs of rank {rank}. "
-                f"Received: axis={self.axis}"
-            )
-        axis = self._canonical_axis(rank)
-        if axis == 0:
-            raise ValueError(
-                "Argument `axis` must be a channel axis, not the batch axis 0. "
-                f"Received: axis={self.axis}"
-            )
-        if input_shape[axis] is None:
-            raise ValueError(
-                f"The channel axis {self.axis} of the input must have a known size. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
+        axis = channel_axis("LRN", input_shape, self.axis)
         self.input_spec = keras.layers.InputSpec(ndim=rank, axes={axis: input_shape[axis]})
 
     def _uses_native_op(self, rank):
