@@ -439,16 +439,26 @@ def _layer_index(variables, layers):
     return [owner.get(id(v)) for v in variables]
 
 
+def _layer_norms(tensors, index, n_layers):
+    """Per-layer L2 norms of `tensors` (one per variable, `None` skipped), float32."""
+    ops = keras.ops
+    sums = [ops.zeros((), "float32")] * n_layers
+    for tensor, i in zip(tensors, index, strict=True):
+        if i is not None and tensor is not None:
+            sums[i] = sums[i] + ops.sum(ops.square(ops.cast(tensor, "float32")))
+    return ops.sqrt(ops.stack(sums))
+
+
+def _with_grads(tensors, grads):
+    """`tensors`, with `None` where a variable has no gradient (it is left out)."""
+    return [None if g is None else t for t, g in zip(tensors, grads, strict=True)]
+
+
 def _stats(weights, grads, deltas, loss, index, n_layers):
     """Per-layer gradient, weight and update norms and the loss, as one float32 vector."""
     ops = keras.ops
-    per_layer = [[ops.zeros((), "float32")] * 3 for _ in range(n_layers)]
-    for weight, grad, delta, i in zip(weights, grads, deltas, index, strict=True):
-        if i is None or grad is None:
-            continue
-        for k, part in enumerate((grad, weight, delta)):
-            per_layer[i][k] = per_layer[i][k] + ops.sum(ops.square(ops.cast(part, "float32")))
-    norms = [ops.sqrt(ops.stack([sums[k] for sums in per_layer])) for k in range(3)]
+    norms = [_layer_norms(part, index, n_layers)
+             for part in (grads, _with_grads(weights, grads), _with_grads(deltas, grads))]
     return ops.concatenate(norms + [ops.reshape(ops.cast(loss, "float32"), (1,))])
 
 
@@ -696,20 +706,24 @@ class _TrainStepHook:
         self.loss_known = loss is not None
         if loss is None:
             loss = tf.constant(math.nan)
-        zeros = tf.zeros((len(self.members),), "float32")
+        n = len(self.members)
         # Weight norms before the update, read only on recorded steps (reading them on
         # every step would make the update copy the weights).
         before = tf.cond(
-            self.recording, lambda: self._weight_norms(variables), lambda: zeros
+            self.recording,
+            lambda: _layer_norms(_with_grads([v.value for v in variables], grads), self.index, n),
+            lambda: tf.zeros((n,), "float32"),
         )
         result = apply(grads, trainable_variables)
 
         def record():
             after = [v.value for v in variables]
             deltas = [a - old for a, old in zip(after, self.snapshot, strict=True)]
-            stats = _stats(after, grads, deltas, loss, self.index, len(self.members))
-            n = len(self.members)
-            stats = tf.concat([stats[:n], before, stats[2 * n:]], axis=0)
+            stats = tf.concat([
+                _layer_norms(grads, self.index, n), before,
+                _layer_norms(_with_grads(deltas, grads), self.index, n),
+                tf.reshape(tf.cast(loss, "float32"), (1,)),
+            ], axis=0)
             updates = [self.stats.assign(stats)]
             updates += [old.assign(a) for old, a in zip(self.snapshot, after, strict=True)]
             if self.keep_grads:
@@ -722,15 +736,6 @@ class _TrainStepHook:
 
         tf.cond(self.recording, record, lambda: tf.constant(False))
         return result
-
-    def _weight_norms(self, variables):
-        import tensorflow as tf
-
-        sums = [tf.zeros((), "float32") for _ in self.members]
-        for variable, i in zip(variables, self.index, strict=True):
-            if i is not None:
-                sums[i] += tf.reduce_sum(tf.square(tf.cast(variable.value, "float32")))
-        return tf.sqrt(tf.stack(sums))
 
     def _create_state(self, model, variables):
         import tensorflow as tf
