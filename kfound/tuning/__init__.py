@@ -1,17 +1,31 @@
-"""Hyperparameter search on KerasTuner: space files, built-in hypermodels, the LIPO oracle."""
+"""Hyperparameter search on KerasTuner: space files, built-in hypermodels, the LIPO oracle.
 
-from kfound.tuning.hypermodels import (
-    HYPERMODELS,
-    CNNHyperModel,
-    FinetuneHyperModel,
-    MLPHyperModel,
-)
-from kfound.tuning.lipo_oracle import LIPOOracle, LIPOSearch
-from kfound.tuning.space import Hyperparameter, SearchSpace, load_space, parse_space
-from kfound.tuning.tuners import TUNERS, make_oracle, make_tuner
+The names below are imported on first use (PEP 562), not with the package: they pull in
+KerasTuner and TensorFlow, which take seconds, and `kfound.tuning.launch` (the launcher of
+distributed searches) needs neither, so it starts its chief and workers at once.
+"""
 
-__all__ = [
-    "HYPERMODELS", "TUNERS", "CNNHyperModel", "FinetuneHyperModel", "Hyperparameter",
-    "LIPOOracle", "LIPOSearch", "MLPHyperModel", "SearchSpace", "load_space", "make_oracle",
-    "make_tuner", "parse_space",
-]
+import importlib
+
+_EXPORTS = {
+    "HYPERMODELS": "hypermodels", "CNNHyperModel": "hypermodels",
+    "FinetuneHyperModel": "hypermodels", "MLPHyperModel": "hypermodels",
+    "LIPOOracle": "lipo_oracle", "LIPOSearch": "lipo_oracle",
+    "Hyperparameter": "space", "SearchSpace": "space", "load_space": "space",
+    "parse_space": "space",
+    "TUNERS": "tuners", "make_oracle": "tuners", "make_tuner": "tuners",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -160,6 +160,7 @@ def main(argv=None):
                         help="the chief's port on 127.0.0.1 (default: a free one)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
+        parser.parse_known_args(argv)  # `--help` prints the help and exits.
         parser.error("put the search arguments after `--`, e.g. `--workers 2 -- --tuner random "
                      "--space tuning/spaces/mlp.yaml`. Received: no `--`")
     split = argv.index("--")

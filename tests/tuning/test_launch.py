@@ -97,3 +97,20 @@ def test_bad_flags(argv, match, capsys):
     with pytest.raises(SystemExit):
         launch.main(argv)
     assert match in capsys.readouterr().err
+
+
+def test_help_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--workers N" in capsys.readouterr().out
+
+
+def test_the_launcher_starts_without_tensorflow():
+    # The launcher only starts processes: importing KerasTuner and TensorFlow would delay
+    # the chief and the workers by seconds.
+    code = ("import sys, kfound.tuning.launch; "
+            "print(sorted({'keras', 'tensorflow'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
