@@ -10,7 +10,9 @@
 2. Per-trial time of `tuning/search.py` (in process) vs a hand-written KerasTuner
    `RandomSearch` loop on the same tiny model, epochs and trials (the marginal time of
    extra trials, so that both sides' one-time costs cancel). Goal <= 1.05.
-3. A distributed grid with 2 workers vs 1 (`tuning/launch.py`), wall time. Goal <= 0.6.
+3. A distributed grid with 2 workers vs 1 (`tuning/launch.py`), wall time, with the
+   workers sharing the machine and with each worker pinned to a core of its own. Goal
+   <= 0.6.
 4. Resident memory after trial 20 vs after trial 5 of a random search. Goal <= 1.10.
 
 `--quick` uses fewer seeds, trials and repeats (minutes on 2 shared cores).
@@ -207,22 +209,26 @@ def overhead_benchmark(trials, repeats, scratch):
             "search_py_vs_keras_tuner_per_trial_cpu": round(float(cpu), 3)}
 
 
-def distributed_benchmark(scratch, units, search_args, threads_per_worker=None):
+def distributed_benchmark(scratch, units, search_args, pinned=False):
     """Wall time of a grid search through `tuning/launch.py` with 2 workers over 1 worker.
 
-    The same launcher runs both: a chief and the workers on loopback, each worker with
-    the cores divided among the workers (`threads_per_worker`, default `cores // workers`;
-    a single worker gets every core). The time includes everything a user waits for:
-    the processes' start-up (imports, ~5-10 s each), the trials, and the chief's final
-    model, plot and table. Start-up is paid once on each side, so the grid (3 learning
-    rates x `units`) must be large enough for the trials to dominate.
+    The same launcher runs both sides: a chief and the workers on loopback. The time
+    includes everything a user waits for: the processes' start-up (imports, ~5 s each),
+    the trials, and the chief's final model, plot and table. Start-up is paid on each
+    side, so the grid (3 learning rates x `units`) must be large enough for the trials to
+    dominate. Two settings:
 
-    The CPU time of the launched processes bounds the ratio from below: the two-worker
-    search does at least the one-worker search's CPU work, on at most every core, so
-    `2 vs 1 >= cpu_seconds(1 worker) / (cores * wall_seconds(1 worker))`
-    (`distributed_2_vs_1_floor`). A single worker already keeps more than one core busy
-    (TensorFlow's and tf.data's own threads), so on a machine with as few cores as
-    workers the floor is well above 0.5.
+    - Shared (`pinned=False`, the launcher's defaults): the workers divide the machine's
+      cores, so a single worker gets all of them. This measures what a second worker adds
+      on the same machine. The CPU time of the launched processes bounds it from below:
+      the two-worker search does at least the one-worker search's CPU work on at most
+      every core, so `2 vs 1 >= cpu_seconds(1 worker) / (cores * wall_seconds(1 worker))`
+      (`..._floor`). A worker keeps more cores busy than its TensorFlow threads (tf.data
+      and the runtime have pools of their own), so on a machine with as many cores as
+      workers, the first worker already uses much of what the second would.
+    - Pinned (`pinned=True`): each worker has one thread and one core of its own
+      (`pin_workers`), on both sides, as if each worker were a one-core machine. This
+      measures what a second machine adds, which is what distributing a search is for.
     """
     grid = pathlib.Path(scratch) / "grid.json"
     grid.write_text(json.dumps({
@@ -238,20 +244,23 @@ def distributed_benchmark(scratch, units, search_args, threads_per_worker=None):
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         code = launch.launch(["--tuner", "grid", "--space", str(grid), "--quiet", *search_args,
                               "--output", tempfile.mkdtemp(dir=scratch)], workers,
-                             verbose=False, threads_per_worker=threads_per_worker)
+                             verbose=False, threads_per_worker=1 if pinned else None,
+                             pin_workers=pinned)
         seconds[workers] = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu[workers] = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         if code != 0:
             raise RuntimeError(f"the distributed search with {workers} workers failed")
-    cores = launch.available_cores()
-    return {"distributed_2_vs_1_workers_wall": round(seconds[2] / seconds[1], 3),
-            "distributed_2_vs_1_floor": round(cpu[1] / (cores * seconds[1]), 3),
-            "distributed_1_worker_seconds": round(seconds[1], 1),
-            "distributed_1_worker_cores_busy": round(cpu[1] / seconds[1], 2),
-            "distributed_2_workers_cores_busy": round(cpu[2] / seconds[2], 2),
-            "distributed_cores": cores,
-            "distributed_trials": 3 * len(units)}
+    key = "distributed_pinned" if pinned else "distributed"
+    out = {f"{key}_2_vs_1_workers_wall": round(seconds[2] / seconds[1], 3),
+           f"{key}_1_worker_seconds": round(seconds[1], 1),
+           f"{key}_1_worker_cores_busy": round(cpu[1] / seconds[1], 2),
+           f"{key}_2_workers_cores_busy": round(cpu[2] / seconds[2], 2)}
+    if not pinned:
+        cores = launch.available_cores()
+        out.update({f"{key}_2_vs_1_floor": round(cpu[1] / (cores * seconds[1]), 3),
+                    "distributed_cores": cores, "distributed_trials": 3 * len(units)})
+    return out
 
 
 def _rss_mib():
@@ -283,6 +292,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer seeds, trials, repeats")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per function and method in the optimizer comparison "
+                             "(default: 100; 20 with --quick)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["optimizers", "overhead", "distributed", "memory"],
                         help="parts to leave out")
@@ -293,8 +305,9 @@ def main(argv=None):
             as scratch:
         if "optimizers" not in args.skip:
             result.update(optimizer_benchmark(
-                seeds=20, budget=200 if args.quick else 400,
-                bayes_seeds=3 if args.quick else 5, bayes_budget=60 if args.quick else 100,
+                seeds=args.seeds or (20 if args.quick else 100),
+                budget=200 if args.quick else 400,
+                bayes_seeds=3 if args.quick else 20, bayes_budget=60 if args.quick else 100,
                 scratch=scratch))
         if "overhead" not in args.skip:
             result.update(overhead_benchmark(6 if args.quick else 10, 1 if args.quick else 3,
@@ -304,9 +317,11 @@ def main(argv=None):
         if "distributed" not in args.skip:
             # Quick: a 6-point smoke grid, which start-up dominates. Full: 12 points on all
             # of digits, 3 epochs each.
-            result.update(distributed_benchmark(
-                scratch, units=(16, 32) if args.quick else (8, 16, 32, 64),
-                search_args=["--smoke"] if args.quick else ["--epochs", "3"]))
+            for pinned in (False, True) if launch.available_cores() >= 2 else (False,):
+                result.update(distributed_benchmark(
+                    scratch, units=(16, 32) if args.quick else (8, 16, 32, 64),
+                    search_args=["--smoke"] if args.quick else ["--epochs", "3"],
+                    pinned=pinned))
     print(json.dumps(result))
 
 

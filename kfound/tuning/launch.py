@@ -16,6 +16,11 @@ crowd one another; each worker is therefore given `threads_per_worker` threads f
 intra-op and inter-op pools (TensorFlow's `TF_NUM_INTRAOP_THREADS` and
 `TF_NUM_INTEROP_THREADS`, and `OMP_NUM_THREADS` for oneDNN), by default the cores
 divided among the workers. A single worker gets every core.
+
+Those variables do not cover every thread: tf.data and TensorFlow's runtime keep pools of
+their own, so a worker given one thread still keeps more than one core busy. With
+`pin_workers`, worker `i` is also bound to its own `threads_per_worker` cores (Linux's
+`sched_setaffinity`), as if each worker had a machine of its own; the chief is not bound.
 """
 
 import argparse
@@ -53,8 +58,24 @@ def _listening(host, port):
     return False
 
 
+def _popen_on(cores, command, **kwargs):
+    """`subprocess.Popen(command)`, the child bound to `cores` (all of ours when `None`).
+
+    The calling thread binds itself for the moment of the fork, which the child inherits:
+    unlike a `preexec_fn`, this is safe while other threads run.
+    """
+    if cores is None:
+        return subprocess.Popen(command, **kwargs)
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        return subprocess.Popen(command, **kwargs)
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
 def launch(search_args, workers, max_restarts=3, port=None, python=sys.executable,
-           verbose=True, threads_per_worker=None):
+           verbose=True, threads_per_worker=None, pin_workers=False):
     """Starts a chief and `workers` workers for `search_args`; returns the exit code.
 
     Args:
@@ -66,6 +87,9 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
         verbose: print the processes' ids and restarts. Defaults to `True`.
         threads_per_worker: the threads of each worker's TensorFlow thread pools.
             Defaults to `available_cores() // workers` (at least 1).
+        pin_workers: bind worker `i` to the cores `i * threads_per_worker` to
+            `(i + 1) * threads_per_worker - 1` of those this process may run on. Needs
+            `workers * threads_per_worker` of them, and Linux. Defaults to `False`.
 
     Returns:
         `0` when the search finished, non-zero otherwise.
@@ -77,6 +101,13 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
         raise ValueError("Argument `threads_per_worker` must be an integer >= 1. "
                          f"Received: threads_per_worker={threads_per_worker}")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if pin_workers and workers * threads_per_worker > len(cores):
+        raise ValueError(
+            f"Argument `pin_workers` needs a core for each of workers * threads_per_worker = "
+            f"{workers * threads_per_worker} threads; {len(cores)} cores can be pinned here. "
+            f"Received: pin_workers={pin_workers}"
+        )
     for flag in ("--role", "--oracle", "--worker-id"):
         if any(a == flag or a.startswith(flag + "=") for a in search_args):
             raise ValueError(
@@ -110,9 +141,14 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
                   "OMP_NUM_THREADS": threads}
 
     def start(name):
-        process = subprocess.Popen([*worker_args, "--role", "worker", "--worker-id", name],
-                                   env=worker_env)
-        say(f"launch: {name} pid {process.pid} (threads: {threads})", flush=True)
+        pinned = None
+        if pin_workers:
+            i = names.index(name)
+            pinned = cores[i * threads_per_worker:(i + 1) * threads_per_worker]
+        process = _popen_on(pinned, [*worker_args, "--role", "worker", "--worker-id", name],
+                            env=worker_env)
+        where = "" if pinned is None else f", cores: {','.join(map(str, pinned))}"
+        say(f"launch: {name} pid {process.pid} (threads: {threads}{where})", flush=True)
         return process
 
     names = [f"worker{i}" for i in range(1, workers + 1)]
@@ -147,7 +183,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="tuning/launch.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="tuning/launch.py --workers N [--threads-per-worker T] [--max-restarts K] -- "
+        usage="tuning/launch.py --workers N [--threads-per-worker T] [--pin-workers] "
+              "[--max-restarts K] -- "
               "<tuning/search.py arguments>",
     )
     parser.add_argument("--workers", type=int, default=2, help="the number of workers (default: 2)")
@@ -156,6 +193,9 @@ def main(argv=None):
     parser.add_argument("--threads-per-worker", type=int, default=None,
                         help="threads of each worker's TensorFlow thread pools (default: the "
                              f"cores divided among the workers; {available_cores()} cores here)")
+    parser.add_argument("--pin-workers", action="store_true",
+                        help="bind each worker to cores of its own (Linux), as if each had a "
+                             "machine of its own")
     parser.add_argument("--port", type=int, default=None,
                         help="the chief's port on 127.0.0.1 (default: a free one)")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -169,4 +209,4 @@ def main(argv=None):
         parser.error("argument --threads-per-worker must be >= 1. "
                      f"Received: threads_per_worker={args.threads_per_worker}")
     return launch(argv[split + 1:], args.workers, args.max_restarts, args.port,
-                  threads_per_worker=args.threads_per_worker)
+                  threads_per_worker=args.threads_per_worker, pin_workers=args.pin_workers)

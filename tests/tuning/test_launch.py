@@ -82,6 +82,9 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path
     (["--space", "s.yaml"], {"workers": 2, "threads_per_worker": 0},
      r"`threads_per_worker` must be an integer >= 1. Received: threads_per_worker=0"),
     (["--role", "chief"], {"workers": 2}, r"sets `--role` itself"),
+    (["--space", "s.yaml"], {"workers": 1, "threads_per_worker": 4096, "pin_workers": True},
+     r"`pin_workers` needs a core for each of workers \* threads_per_worker = 4096 threads; "
+     r"\d+ cores can be pinned here. Received: pin_workers=True"),
 ])
 def test_bad_arguments(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -114,3 +117,14 @@ def test_the_launcher_starts_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's sched_setaffinity")
+def test_a_pinned_child_runs_on_its_cores_and_the_launcher_keeps_its_own():
+    ours = os.sched_getaffinity(0)
+    core = min(ours)
+    child = launch._popen_on([core], [sys.executable, "-c",
+                                      "import os; print(sorted(os.sched_getaffinity(0)))"],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.communicate(timeout=60)[0].strip() == f"[{core}]"
+    assert os.sched_getaffinity(0) == ours
