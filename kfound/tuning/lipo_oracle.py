@@ -4,7 +4,7 @@ import math
 
 import keras_tuner as kt
 import numpy as np
-from keras_tuner.src.engine import hyperparameters as hp_module
+from keras_tuner.engine import hyperparameters as hp_module
 
 _BATCH = 1000  # candidates drawn and scored at once
 
