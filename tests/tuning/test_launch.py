@@ -128,3 +128,13 @@ def test_a_pinned_child_runs_on_its_cores_and_the_launcher_keeps_its_own():
                              stdout=subprocess.PIPE, text=True)
     assert child.communicate(timeout=60)[0].strip() == f"[{core}]"
     assert os.sched_getaffinity(0) == ours
+
+
+def test_the_flags_reach_the_launcher(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(launch, "launch", lambda *args, **kwargs: seen.update(
+        args=args, kwargs=kwargs) or 0)
+    assert launch.main(["--workers", "3", "--threads-per-worker", "1", "--pin-workers", "--",
+                        "--tuner", "grid"]) == 0
+    assert seen["args"][:2] == (["--tuner", "grid"], 3)
+    assert seen["kwargs"] == {"threads_per_worker": 1, "pin_workers": True}
