@@ -184,8 +184,7 @@ def main(argv=None):
         prog="tuning/launch.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="tuning/launch.py --workers N [--threads-per-worker T] [--pin-workers] "
-              "[--max-restarts K] -- "
-              "<tuning/search.py arguments>",
+              "[--max-restarts K] -- <tuning/search.py arguments>",
     )
     parser.add_argument("--workers", type=int, default=2, help="the number of workers (default: 2)")
     parser.add_argument("--max-restarts", type=int, default=3,
