@@ -45,11 +45,14 @@ def free_port(host=HOST):
         return s.getsockname()[1]
 
 
+def _own_cores():
+    """The ids of the cores this process may run on, sorted; empty where the OS can't tell."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
 def available_cores():
     """The number of CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(_own_cores()) or os.cpu_count() or 1
 
 
 def _listening(host, port):
@@ -101,7 +104,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
         raise ValueError("Argument `threads_per_worker` must be an integer >= 1. "
                          f"Received: threads_per_worker={threads_per_worker}")
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = _own_cores()
     if pin_workers and workers * threads_per_worker > len(cores):
         raise ValueError(
             f"Argument `pin_workers` needs a core for each of workers * threads_per_worker = "
