@@ -6,9 +6,9 @@
    that cache, so epochs 2..N never run the backbone.
 3. **full**: the keras.io transfer-learning recipe (`fit_full`): the head on the frozen
    backbone first, then unfreeze the backbone from `unfreeze_from` and continue with a low
-   learning rate. The backbone is always called with `training=False`, so its BatchNorm
-   layers stay in inference mode even when unfrozen (their statistics would otherwise be
-   wrecked by small, differently distributed batches).
+   learning rate. Every BatchNormalization layer of the backbone stays frozen, so it runs in
+   inference mode even when the rest is unfrozen: its moving statistics and its gamma and
+   beta stay as loaded (small, differently distributed batches would otherwise wreck them).
 
 `fit_scratch` trains the same architecture from random initialisation: the baseline that
 measures what pretraining is worth. The seed (§3.7.3) says fine-tuning "is equivalent to
@@ -274,11 +274,16 @@ class Classifier:
     def __init__(self, backbone, backbone_name, num_classes, dropout=0.2, frozen_bn=True):
         self.backbone = backbone
         self.backbone_name = backbone_name
+        self.frozen_bn = frozen_bn
         size = backbone.input_shape[1]
         images = keras.Input((size, size, 3), name="images")
         x = BackbonePreprocessing(backbone_name, name="preprocessing")(images)
-        # training=False keeps BatchNorm in inference mode even when the backbone is unfrozen.
-        x = backbone(x, training=False) if frozen_bn else backbone(x)
+        # Calling the backbone with training=False is not enough: in Keras 3 the outer
+        # model's training=True still reaches a nested model's BatchNorm layers. Freezing
+        # them (trainable=False) is what puts a Keras 3 BatchNormalization in inference mode.
+        if frozen_bn:
+            freeze_batchnorm(backbone)
+        x = backbone(x)
         pooled = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
         self.head = keras.Sequential(
             [
@@ -308,7 +313,36 @@ class Classifier:
         self.backbone.trainable = True
         for layer in self.backbone.layers[:index]:
             layer.trainable = False
+        if self.frozen_bn:
+            freeze_batchnorm(self.backbone)
         return index
+
+
+def batchnorm_layers(model):
+    """Every `BatchNormalization` layer of `model`, nested models included, in order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def freeze_batchnorm(model):
+    """Freezes every `BatchNormalization` layer of `model`, which keeps it in inference mode.
+
+    In Keras 3 a `BatchNormalization` layer with `trainable=False` normalizes with its moving
+    statistics and never updates them, even inside `fit`; its gamma and beta don't train.
+    Setting `trainable` on a model resets its layers, so call this after every such change.
+
+    Returns:
+        The number of layers frozen.
+    """
+    layers = batchnorm_layers(model)
+    for layer in layers:
+        layer.trainable = False
+    return len(layers)
 
 
 def unfreeze_index(backbone, unfreeze_from):
@@ -454,8 +488,10 @@ def fit_full(
 
     Phase 1 is `fit_head`. Phase 2 unfreezes the backbone from `unfreeze_from`, recompiles
     with `fine_tune_learning_rate` and trains the whole model for `fine_tune_epochs` more
-    (Chollet, "Transfer learning & fine-tuning", keras.io). BatchNorm layers stay in
-    inference mode throughout. Both phases are resumable: phase 1's head is saved under
+    (Chollet, "Transfer learning & fine-tuning", keras.io). Whatever `unfreeze_from` says,
+    every BatchNormalization layer of the backbone stays frozen in inference mode (when the
+    classifier has `frozen_bn=True`, the default): its moving statistics, gamma and beta stay
+    as loaded. Both phases are resumable: phase 1's head is saved under
     `backup_dir` when it ends, so a run killed in phase 2 does not redo phase 1.
 
     Args:

@@ -96,23 +96,65 @@ def test_augmentation_turns_feature_caching_off_and_says_why():
     assert "caching is off" in messages[0] and "augmentation" in messages[0]
 
 
-def test_full_fine_tuning_keeps_batchnorm_in_inference_mode(tmp_path):
+def _batchnorm_state(backbone):
+    return {
+        layer.name: [keras.ops.convert_to_numpy(w).copy() for w in layer.weights]
+        for layer in finetune.batchnorm_layers(backbone)
+    }
+
+
+def _kernel(layer):
+    return keras.ops.convert_to_numpy(layer.kernel).copy()
+
+
+@pytest.mark.parametrize("unfreeze_from", [None, "block1_conv0"])
+def test_full_fine_tuning_keeps_every_batchnorm_in_inference_mode(tmp_path, unfreeze_from):
     loaded = _embedded()
     classifier = _small_classifier(loaded)
-    bn = classifier.backbone.get_layer("block0_bn0")
-    frozen = classifier.backbone.get_layer("block0_conv0")
-    stats = [bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()]
-    kernel = frozen.kernel.numpy().copy()
-    last = classifier.backbone.get_layer("block1_conv1").kernel.numpy().copy()
+    before = _batchnorm_state(classifier.backbone)
+    assert len(before) == 4
+    first = classifier.backbone.get_layer("block0_conv0")
+    last = classifier.backbone.get_layer("block1_conv1")
+    first_kernel, last_kernel = _kernel(first), _kernel(last)
     history = finetune.fit_full(classifier, loaded, epochs=1, fine_tune_epochs=2,
-                                fine_tune_learning_rate=1e-3, unfreeze_from="block1_conv0",
+                                fine_tune_learning_rate=1e-2, unfreeze_from=unfreeze_from,
                                 backup_dir=tmp_path / "backup", verbose=0, log=lambda m: None)
     assert history["phase"] == [1, 2, 2] and history["epoch"] == [1, 2, 3]
-    np.testing.assert_array_equal(bn.moving_mean.numpy(), stats[0])
-    np.testing.assert_array_equal(bn.moving_variance.numpy(), stats[1])
-    np.testing.assert_array_equal(frozen.kernel.numpy(), kernel)  # before unfreeze_from
-    assert not np.allclose(classifier.backbone.get_layer("block1_conv1").kernel.numpy(), last)
+    after = _batchnorm_state(classifier.backbone)
+    for name, weights in before.items():  # gamma, beta, moving mean and variance
+        for old, new in zip(weights, after[name], strict=True):
+            np.testing.assert_array_equal(new, old, err_msg=name)
+    assert not np.allclose(_kernel(last), last_kernel)  # phase 2 did train the backbone
+    first_trained = not np.allclose(_kernel(first), first_kernel)
+    assert first_trained == (unfreeze_from is None)  # and only from unfreeze_from on
     assert not (tmp_path / "backup").exists()
+
+
+def test_unfrozen_application_backbone_keeps_every_batchnorm_in_inference_mode():
+    loaded = _embedded(image_size=32)
+    backbone = finetune.build_backbone("MobileNet", image_size=32, alpha=0.25)
+    classifier = finetune.Classifier(backbone, "MobileNet", loaded.num_classes)
+    before = _batchnorm_state(backbone)
+    assert len(before) == 27
+    classifier.unfreeze(None)
+    assert all(not layer.trainable for layer in finetune.batchnorm_layers(backbone))
+    finetune._compile(classifier.model, 1e-2, "auto")
+    classifier.model.fit(loaded.train, epochs=1, verbose=0)
+    after = _batchnorm_state(backbone)
+    for name, weights in before.items():
+        for old, new in zip(weights, after[name], strict=True):
+            np.testing.assert_array_equal(new, old, err_msg=name)
+
+
+def test_scratch_classifier_trains_its_batchnorm():
+    loaded = _embedded()
+    classifier = _small_classifier(loaded, frozen_bn=False)
+    before = _batchnorm_state(classifier.backbone)
+    finetune.fit_scratch(classifier, loaded, epochs=1, verbose=0)
+    after = _batchnorm_state(classifier.backbone)
+    moving_mean = 2
+    for name, weights in before.items():
+        assert not np.allclose(after[name][moving_mean], weights[moving_mean]), name
 
 
 def test_unfreeze_from_name_index_and_fraction():
