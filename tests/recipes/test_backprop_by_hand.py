@@ -1,21 +1,10 @@
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "backprop_by_hand.py"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("backprop_by_hand", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_backprop_by_hand_reproduces_the_books_numbers(tmp_path, capsys):
-    report = _load().main(["--smoke", "--output", str(tmp_path)])
+def test_backprop_by_hand_reproduces_the_books_numbers(recipe, tmp_path, capsys):
+    report = recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "gradients.png"):
         assert (tmp_path / name).is_file()
     saved = json.loads((tmp_path / "report.json").read_text())

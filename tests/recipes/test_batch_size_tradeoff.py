@@ -1,19 +1,8 @@
-import importlib.util
 import json
-import pathlib
-
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "batch_size_tradeoff.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("batch_size_tradeoff", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_batch_size_tradeoff_smoke(tmp_path, capsys):
-    _load().main(["--smoke", "--output", str(tmp_path)])
+def test_batch_size_tradeoff_smoke(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "batch_size_tradeoff.png"):
         assert (tmp_path / name).is_file()
     report = json.loads((tmp_path / "report.json").read_text())
@@ -25,25 +14,25 @@ def test_batch_size_tradeoff_smoke(tmp_path, capsys):
     assert "verdict:" in capsys.readouterr().out
 
 
-def test_verdict_finds_an_interior_optimum():
+def test_verdict_finds_an_interior_optimum(recipe):
     rows = [
         {"batch_size": b, "epoch_time_s": t, "epochs_to_target": e, "time_to_target_s": t * e}
         for b, t, e in [(1, 4.0, 2), (8, 1.0, 3), (64, 0.2, 20), (512, 0.1, 80)]
     ]
-    verdict, best = _load().verdict_for(rows)
+    verdict, best = recipe.verdict_for(rows)
     assert best == 8
     assert verdict.startswith("confirmed")
     rows[0]["time_to_target_s"] = 0.5
-    verdict, best = _load().verdict_for(rows)
+    verdict, best = recipe.verdict_for(rows)
     assert best == 1
     assert verdict.startswith("not confirmed")
 
 
-def test_the_model_learns_after_the_warm_up():
+def test_the_model_learns_after_the_warm_up(recipe):
     # The warm-up once zeroed Adam's learning rate with the moments, so nothing trained.
     from kfound import datasets
 
     data = datasets.load_digits(images=False, seed=0)
-    result = _load().train_to_target(data, 64, 0.9, 30, seed=0)
+    result = recipe.train_to_target(data, 64, 0.9, 30, seed=0)
     assert result["epochs_to_target"] is not None
     assert result["best_val_accuracy"] >= 0.9

@@ -1,19 +1,8 @@
-import importlib.util
 import json
-import pathlib
-
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "conv_output_size.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("conv_output_size", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_conv_output_size_matches_keras_and_the_books_examples(tmp_path, capsys):
-    _load().main(["--smoke", "--output", str(tmp_path)])
+def test_conv_output_size_matches_keras_and_the_books_examples(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "conv_output_size.png"):
         assert (tmp_path / name).is_file()
     report = json.loads((tmp_path / "report.json").read_text())

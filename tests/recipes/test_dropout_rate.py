@@ -1,19 +1,8 @@
-import importlib.util
 import json
-import pathlib
-
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "dropout_rate.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("dropout_rate", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_dropout_rate_smoke(tmp_path, capsys):
-    _load().main(["--smoke", "--output", str(tmp_path)])
+def test_dropout_rate_smoke(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "dropout_rate.png"):
         assert (tmp_path / name).is_file()
     report = json.loads((tmp_path / "report.json").read_text())
@@ -30,8 +19,8 @@ def _row(rate, norm, val, sd=0.01):
     return {"rate": rate, "max_norm": norm, "train_error": 0.0, "val_error": val, "val_sd": sd}
 
 
-def test_verdicts_read_the_numbers():
-    verdict_for = _load().verdict_for
+def test_verdicts_read_the_numbers(recipe):
+    verdict_for = recipe.verdict_for
     rows = [_row(0.0, None, 0.10), _row(0.3, None, 0.08), _row(0.5, None, 0.07),
             _row(0.5, 3.0, 0.03)]
     _, half, norm = verdict_for(rows)

@@ -1,26 +1,17 @@
 import csv
-import importlib.util
 import json
-import pathlib
 
 import keras
 import pytest
 import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
 
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "finetune.py"
 METRIC_KEYS = {
     "state", "backbone", "weights", "dataset", "num_classes", "train_examples", "val_examples",
     "val_accuracy", "val_loss", "epochs", "train_seconds", "examples_per_second", "skipped_files",
 }
 
 
-@pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("finetune_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _read_csv(path):

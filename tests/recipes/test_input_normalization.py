@@ -1,19 +1,8 @@
-import importlib.util
 import json
-import pathlib
-
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "input_normalization.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("input_normalization", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_input_normalization_smoke(tmp_path, capsys):
-    _load().main(["--smoke", "--output", str(tmp_path)])
+def test_input_normalization_smoke(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "input_normalization.png"):
         assert (tmp_path / name).is_file()
     report = json.loads((tmp_path / "report.json").read_text())

@@ -1,19 +1,8 @@
-import importlib.util
 import json
-import pathlib
-
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "norm_vs_batch_size.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("norm_vs_batch_size", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_norm_vs_batch_size_smoke(tmp_path, capsys):
-    _load().main(["--smoke", "--output", str(tmp_path)])
+def test_norm_vs_batch_size_smoke(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "norm_vs_batch_size.png"):
         assert (tmp_path / name).is_file()
     report = json.loads((tmp_path / "report.json").read_text())
@@ -29,8 +18,8 @@ def _row(norm, batch_size, error, sd=0.0):
     return {"normalization": norm, "batch_size": batch_size, "val_error": error, "val_sd": sd}
 
 
-def test_verdict_reads_the_numbers():
-    verdict_for = _load().verdict_for
+def test_verdict_reads_the_numbers(recipe):
+    verdict_for = recipe.verdict_for
     rows = [_row("batch", 2, 0.30), _row("batch", 32, 0.05),
             _row("group", 2, 0.06), _row("group", 32, 0.05)]
     assert verdict_for(rows, [2, 32], 0.02, 450).startswith("confirmed")

@@ -1,10 +1,7 @@
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "vanishing_gradients.py"
 VARIANTS = ("sigmoid", "tanh", "relu_he", "relu_he_bn", "constant")
 VERDICTS = (
     "sigmoid_diagnosed_vanishing", "relu_he_not_vanishing", "tanh_faster_than_sigmoid",
@@ -12,15 +9,9 @@ VERDICTS = (
 )
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("vanishing_gradients", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_vanishing_gradients_smoke_writes_the_report_and_plots(tmp_path, capsys):
-    _load().main(["--smoke", "--output", str(tmp_path)])
+def test_vanishing_gradients_smoke_writes_the_report_and_plots(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
     expected = ["args.json", "report.json", "accuracy.png"]
     expected += [f"{kind}_{v}.png" for v in VARIANTS for kind in ("gradients", "activations")]
     for name in expected:
@@ -36,8 +27,8 @@ def test_vanishing_gradients_smoke_writes_the_report_and_plots(tmp_path, capsys)
     assert "first/last grad" in out and "relu_he_bn" in out
 
 
-def test_verdicts_read_the_measurements():
-    verdicts = _load().verdicts
+def test_verdicts_read_the_measurements(recipe):
+    verdicts = recipe.verdicts
     results = {
         "sigmoid": {"diagnoses": ["vanishing"], "epochs_to_target": None},
         "tanh": {"diagnoses": [], "epochs_to_target": 4},
@@ -54,6 +45,6 @@ def test_verdicts_read_the_measurements():
 
 
 @pytest.mark.slow
-def test_vanishing_gradients_verdicts_hold_on_digits(tmp_path):
-    report = _load().main(["--output", str(tmp_path)])
+def test_vanishing_gradients_verdicts_hold_on_digits(recipe, tmp_path):
+    report = recipe.main(["--output", str(tmp_path)])
     assert report["verdicts"] == dict.fromkeys(VERDICTS, True)

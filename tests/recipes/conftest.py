@@ -1,0 +1,27 @@
+"""The recipe under test, loaded from `recipes/` (the recipes are scripts, not a package)."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes"
+
+
+def load_recipe(name):
+    """Imports `recipes/<name>.py` as a module named `<name>_recipe`."""
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipe(request):
+    """The recipe that this test file is named after: `test_NAME.py` tests `recipes/NAME.py`.
+
+    `test_NAME_recipe.py` tests `recipes/NAME.py` too, for names that a top-level test file
+    already takes (`test_finetune.py` tests `kfound.finetune`).
+    """
+    name = pathlib.Path(request.module.__file__).stem.removeprefix("test_")
+    return load_recipe(name.removesuffix("_recipe"))
