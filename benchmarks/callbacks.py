@@ -30,8 +30,8 @@ import tracemalloc
 import keras
 import numpy as np
 
-from kfound import datasets
 from kfound.callbacks import ActivationMonitor, GradientMonitor
+from kfound.data import load_digits
 
 
 class BatchEndNoOp(keras.callbacks.Callback):
@@ -85,7 +85,7 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.epochs = 2, 2
     keras.utils.set_random_seed(0)
-    (x, y), _ = datasets.load_digits(images=True)
+    (x, y), _ = load_digits(images=True)
     model = build_cnn()
     configs = {
         "none": lambda: [],

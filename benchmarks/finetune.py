@@ -5,7 +5,7 @@
    Reports the ratio of their epoch 2..N times, whole epochs with validation (goal >= 10),
    the same ratio of the training parts alone (`kfound.callbacks.EpochTimer`), and both
    validation accuracies (equal within noise: the computation is the same).
-2. The predict-only pipeline, `finetune.predict_files` (JPEG files -> one tf.data pass that
+2. The predict-only pipeline, `prediction.predict_files` (JPEG files -> one tf.data pass that
    reads, decodes, resizes, batches and prefetches -> the model), in images per second,
    divided by `model.predict` on the same images already decoded in memory (goal >= 0.9:
    the input pipeline is not the bottleneck). Same model, images and batch size; all are
@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kfound import data, finetune
+from kfound import backbones, data, finetune, prediction
 from kfound.callbacks import EpochTimer
 
 SHARED_WEIGHTS = (
@@ -69,7 +69,7 @@ class WholeEpochTimer(keras.callbacks.Callback):
 
 def _classifier(num_classes, weights):
     keras.utils.set_random_seed(0)
-    backbone = finetune.build_backbone("MobileNet", weights, IMAGE_SIZE, alpha=0.25)
+    backbone = backbones.build_backbone("MobileNet", weights, IMAGE_SIZE, alpha=0.25)
     return finetune.Classifier(backbone, "MobileNet", num_classes)
 
 
@@ -80,10 +80,11 @@ def head_training(loaded, weights, epochs, rounds):
         for cached in (True, False):
             timer, train_timer = WholeEpochTimer(), EpochTimer()
             with tempfile.TemporaryDirectory() as backup:
+                options = finetune.TrainingOptions(
+                    callbacks=[timer, train_timer], verbose=0, log=lambda message: None)
                 history = finetune.fit_head(
-                    _classifier(loaded.num_classes, weights), loaded, epochs,
-                    cache_features=cached, backup_dir=backup, callbacks=[timer, train_timer],
-                    verbose=0, log=lambda message: None,
+                    _classifier(loaded.num_classes, weights), loaded, epochs=epochs,
+                    options=options, cache_features=cached, backup_dir=backup,
                 )
             whole[cached] = sum(timer.seconds[1:])
             train_part[cached] = sum(train_timer.epoch_times[1:])
@@ -102,7 +103,7 @@ def predict_pipeline(loaded, weights, rounds, batch_size):
             pathlib.Path(folder, f"{i:05d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
 
         def pipeline():
-            rows, skipped = finetune.predict_files(model, folder, loaded.class_names,
+            rows, skipped = prediction.predict_files(model, folder, loaded.class_names,
                                                    batch_size=batch_size)
             assert len(rows) == len(images) and not skipped
             return len(rows)

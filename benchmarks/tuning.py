@@ -33,7 +33,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from kfound import datasets
+from kfound.data import load_digits
 from kfound.tuning import hypermodels, launch, search, space, tuners
 from kfound.tuning.lipo_oracle import LIPOOracle
 
@@ -299,7 +299,7 @@ def main(argv=None):
                         choices=["optimizers", "overhead", "distributed", "memory"],
                         help="parts to leave out")
     args = parser.parse_args(argv)
-    datasets.load_digits()  # Warm scikit-learn's import before anything is timed.
+    load_digits()  # Warm scikit-learn's import before anything is timed.
     result = {}
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) \
             as scratch:

@@ -1,6 +1,8 @@
-"""Fine-tuning a pretrained backbone in the three states of seed §3.7.4.
+"""Fine-tuning a pretrained backbone: the training states of the textbook chapter.
 
-1. **predict**: label unknown images with a trained model, no training (`predict`).
+The chapter's transfer-learning section lists three ways to reuse a network trained on a
+large dataset; `kfound.prediction` serves the first, this module the other two:
+
 2. **head**: freeze the backbone and train only a new classification head (`fit_head`).
    With no augmentation the backbone's features are computed once and the head trains on
    that cache, so epochs 2..N never run the backbone.
@@ -11,252 +13,51 @@
    beta stay as loaded (small, differently distributed batches would otherwise wreck them).
 
 `fit_scratch` trains the same architecture from random initialisation: the baseline that
-measures what pretraining is worth. The seed (§3.7.3) says fine-tuning "is equivalent to
-continuing training, the difference is the initialization"; the baseline makes that
-difference a number.
+measures what pretraining is worth (fine-tuning "is equivalent to continuing training, the
+difference is the initialization"; the baseline makes that difference a number).
 
-Backbones are any `keras.applications` constructor by name, each paired with its own
-`preprocess_input` (which runs inside the model, so saved models take raw `[0, 255]`
-images), plus `SmallConvNet`, a four-convolution network small enough to pretrain on a
-CPU in seconds (`pretrain_small_backbone`, used by the offline demo).
+The three `fit_*` functions take their shared settings (optimizer, learning rate,
+callbacks, compilation, logging) as one `TrainingOptions`, and everything else by keyword.
+Backbones come from `kfound.backbones`.
 """
 
 import contextlib
-import csv
-import inspect
-import io
+import dataclasses
 import json
 import os
-import time
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kfound import io_utils
-from kfound.data import image_candidates, make_training_pipeline, named_image_files_dataset
-
-SMALL_BACKBONE = "SmallConvNet"
-SMALL_BACKBONE_MIN_SIZE = 8
-CLASSES_FILE = "classes.json"
+from kfound.backbones import freeze_batchnorm, unfreeze_index
+from kfound.data.image_data import make_training_pipeline
+from kfound.layers.backbone_preprocessing import BackbonePreprocessing
 
 
-def application_names():
-    """The names of the `keras.applications` backbone constructors, sorted."""
-    return sorted(
-        name for name in dir(keras.applications)
-        if name[0].isupper() and callable(getattr(keras.applications, name))
-    )
+@dataclasses.dataclass(frozen=True)
+class TrainingOptions:
+    """The settings every training state shares.
 
-
-def backbone_names():
-    """Every valid `backbone` name: `SmallConvNet` and the `keras.applications` constructors."""
-    return [SMALL_BACKBONE, *application_names()]
-
-
-def default_image_size(backbone):
-    """The default image side: 16 for `SmallConvNet` (upsampled 8x8 digits), else 224."""
-    return 16 if backbone == SMALL_BACKBONE else 224
-
-
-def _application(name):
-    """The constructor and its `keras.applications` module (for `preprocess_input`)."""
-    if name not in application_names():
-        raise ValueError(
-            f"Argument `backbone` must be one of {', '.join(backbone_names())}. "
-            f"Received: backbone={name!r}"
-        )
-    constructor = getattr(keras.applications, name)
-    module = getattr(keras.applications, constructor.__module__.rsplit(".", 1)[-1])
-    return constructor, module
-
-
-@keras.saving.register_keras_serializable(package="kfound")
-class BackbonePreprocessing(keras.layers.Layer):
-    """A backbone's own input preprocessing as a layer, so saved models take raw images.
-
-    Args:
-        backbone: a `keras.applications` constructor name (its module's
-            `preprocess_input` runs) or `"SmallConvNet"` (scales `[0, 255]` to `[0, 1]`).
-
-    Call arguments:
-        inputs: RGB images with values in `[0, 255]`.
-
-    Returns:
-        The images as the backbone expects them.
-
-    Example:
-
-    >>> layer = BackbonePreprocessing("MobileNet")
-    >>> float(layer(np.full((1, 2, 2, 3), 255.0, "float32"))[0, 0, 0, 0])
-    1.0
+    Attributes:
+        learning_rate: the learning rate of the head (phase 1 of `fit_full`) and of
+            `fit_scratch`. Defaults to `1e-3`.
+        optimizer: a Keras optimizer name (`"adam"`, `"sgd"`, ...); each phase compiles a
+            fresh one. Defaults to `"adam"`.
+        callbacks: more Keras callbacks, for every phase. Defaults to none.
+        jit_compile: passed to `compile`. Defaults to `"auto"`.
+        verbose: `fit`'s verbosity. Defaults to `"auto"`.
+        log: where progress messages go. Defaults to `print`.
     """
 
-    def __init__(self, backbone, **kwargs):
-        if backbone != SMALL_BACKBONE:
-            _application(backbone)
-        super().__init__(**kwargs)
-        self.backbone = backbone
-
-    def call(self, inputs):
-        if self.backbone == SMALL_BACKBONE:
-            return inputs / 255.0
-        return _application(self.backbone)[1].preprocess_input(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "backbone": self.backbone}
-
-
-def small_conv_net(image_size, bn_momentum=0.9, name="small_conv_net"):
-    """`SmallConvNet`: four 3x3 convolutions with BatchNorm, two max-poolings, no top.
-
-    Args:
-        image_size: the side of the square RGB input, at least 8.
-        bn_momentum: the BatchNorm moving-average momentum. Defaults to `0.9`, not Keras's
-            `0.99`: small datasets give few steps, and with `0.99` the moving statistics lag
-            the fast-changing weights (a from-scratch run on 50 images would then be judged
-            with stale statistics in inference mode).
-        name: the model name. Defaults to `"small_conv_net"`.
-
-    Returns:
-        A `keras.Model` from `(image_size, image_size, 3)` to feature maps of 64 channels.
-    """
-    inputs = keras.Input((image_size, image_size, 3))
-    x = inputs
-    for block, filters in enumerate((32, 64)):
-        for conv in range(2):
-            x = keras.layers.Conv2D(
-                filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}"
-            )(x)
-            x = keras.layers.BatchNormalization(
-                momentum=bn_momentum, name=f"block{block}_bn{conv}"
-            )(x)
-            x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
-        x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
-    return keras.Model(inputs, x, name=name)
-
-
-def build_backbone(name, weights=None, image_size=None, alpha=None):
-    """Builds a backbone without its classification top.
-
-    Args:
-        name: a name from `backbone_names()`.
-        weights: `None` (random initialisation), `"imagenet"` (Keras downloads them), or the
-            path of a weights file, with or without the classification top (tried without,
-            then with; the top is dropped). For `SmallConvNet`, a `.keras` or `.weights.h5`
-            file. Defaults to `None`.
-        image_size: the side of the square input. Defaults to `default_image_size(name)`.
-        alpha: the width multiplier of the MobileNet family. Defaults to the backbone's own.
-
-    Returns:
-        A `keras.Model` from `(image_size, image_size, 3)` to feature maps.
-
-    Raises:
-        ValueError: for an unknown name, an image size below the backbone's minimum,
-            `alpha` on a backbone without one, or a weights file that doesn't match.
-    """
-    image_size = default_image_size(name) if image_size is None else image_size
-    if name == SMALL_BACKBONE:
-        if alpha is not None:
-            raise ValueError(
-                f"Argument `alpha` applies to the MobileNet family only, not {name}. "
-                f"Received: alpha={alpha}"
-            )
-        if weights == "imagenet":
-            raise ValueError(
-                f"Argument `weights` cannot be 'imagenet' for {name}, which has no ImageNet "
-                "weights; use a file from `pretrain_small_backbone` or None. "
-                f"Received: weights={weights!r}"
-            )
-        if image_size < SMALL_BACKBONE_MIN_SIZE:
-            raise ValueError(
-                f"Argument `image_size` must be at least {SMALL_BACKBONE_MIN_SIZE} for "
-                f"backbone {name}. Received: image_size={image_size}"
-            )
-        backbone = small_conv_net(image_size)
-        if weights is not None:
-            _load_small_weights(backbone, weights)
-        return backbone
-    constructor, _ = _application(name)
-    kwargs = {"input_shape": (image_size, image_size, 3)}
-    if alpha is not None:
-        if "alpha" not in inspect.signature(constructor).parameters:
-            raise ValueError(
-                f"Argument `alpha` applies to the MobileNet family only, not {name}. "
-                f"Received: alpha={alpha}"
-            )
-        kwargs["alpha"] = alpha
-    try:
-        if weights is None or weights == "imagenet":
-            return constructor(include_top=False, weights=weights, **kwargs)
-        return _backbone_from_file(constructor, name, weights, kwargs)
-    except ValueError as error:
-        if "Input size must be at least" in str(error):
-            raise ValueError(
-                f"Argument `image_size` is below the minimum input size of backbone {name} "
-                f"({error}). Received: image_size={image_size}"
-            ) from error
-        raise
-
-
-def _backbone_from_file(constructor, name, path, kwargs):
-    if not os.path.isfile(path):
-        raise ValueError(
-            "Argument `weights` must be 'imagenet', None, or an existing weights file. "
-            f"Received: weights={path!r}"
-        )
-    errors = []
-    with _quiet():
-        try:
-            return constructor(include_top=False, weights=path, **kwargs)
-        except Exception as error:  # Keras raises several types on mismatch.
-            errors.append(f"without top: {error}")
-        try:
-            full = constructor(include_top=True, weights=path, **kwargs)
-        except Exception as error:
-            errors.append(f"with top: {error}")
-        else:
-            backbone = constructor(include_top=False, weights=None, **kwargs)
-            for layer in backbone.layers:
-                if layer.weights:
-                    layer.set_weights(full.get_layer(layer.name).get_weights())
-            return backbone
-    detail = "; ".join(" ".join(str(e).split())[:300] for e in errors)
-    raise ValueError(
-        f"Argument `weights` is a file that matches backbone {name} "
-        f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}) neither without nor with its "
-        f"classification top ({detail}). Received: weights={path!r}"
-    )
-
-
-def _load_small_weights(backbone, path):
-    if not os.path.isfile(path):
-        raise ValueError(
-            "Argument `weights` must be None or an existing weights file for "
-            f"{SMALL_BACKBONE}. Received: weights={path!r}"
-        )
-    try:
-        if path.endswith(".keras"):
-            source = keras.saving.load_model(path, compile=False)
-            backbone.set_weights(source.get_weights())
-        else:
-            backbone.load_weights(path)
-    except Exception as error:
-        raise ValueError(
-            f"Argument `weights` is a file that does not match backbone {SMALL_BACKBONE} at "
-            f"image size {backbone.input_shape[1]} ({str(error).splitlines()[0][:300]}). "
-            f"Received: weights={path!r}"
-        ) from error
-
-
-@contextlib.contextmanager
-def _quiet():
-    # Keras prints load warnings for each failed attempt; the final error says it all.
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    callbacks: Sequence[keras.callbacks.Callback] = ()
+    jit_compile: bool | str = "auto"
+    verbose: int | str = "auto"
+    log: Callable[[str], None] = print
 
 
 class Classifier:
@@ -318,62 +119,15 @@ class Classifier:
         return index
 
 
-def batchnorm_layers(model):
-    """Every `BatchNormalization` layer of `model`, nested models included, in order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(batchnorm_layers(layer))
-    return found
+def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compile="auto"):
+    """Compiles a classifier for integer labels: a fresh optimizer chosen by name.
 
-
-def freeze_batchnorm(model):
-    """Freezes every `BatchNormalization` layer of `model`, which keeps it in inference mode.
-
-    In Keras 3 a `BatchNormalization` layer with `trainable=False` normalizes with its moving
-    statistics and never updates them, even inside `fit`; its gamma and beta don't train.
-    Setting `trainable` on a model resets its layers, so call this after every such change.
-
-    Returns:
-        The number of layers frozen.
+    Args:
+        model: the model to compile.
+        learning_rate: the optimizer's learning rate. Defaults to `1e-3`.
+        optimizer: a Keras optimizer name (`"adam"`, `"sgd"`, ...). Defaults to `"adam"`.
+        jit_compile: passed to `compile`. Defaults to `"auto"`.
     """
-    layers = batchnorm_layers(model)
-    for layer in layers:
-        layer.trainable = False
-    return len(layers)
-
-
-def unfreeze_index(backbone, unfreeze_from):
-    """Resolves `unfreeze_from` (name, index or depth fraction) to a layer index."""
-    layers = backbone.layers
-    if unfreeze_from is None:
-        return 0
-    if isinstance(unfreeze_from, str):
-        names = [layer.name for layer in layers]
-        if unfreeze_from not in names:
-            raise ValueError(
-                f"Argument `unfreeze_from` must name a layer of {backbone.name} (for example "
-                f"{names[len(names) // 2]!r}). Received: unfreeze_from={unfreeze_from!r}"
-            )
-        return names.index(unfreeze_from)
-    if isinstance(unfreeze_from, float):
-        if not 0.0 <= unfreeze_from < 1.0:
-            raise ValueError(
-                "Argument `unfreeze_from` as a fraction of depth must be in [0, 1). "
-                f"Received: unfreeze_from={unfreeze_from}"
-            )
-        return int(unfreeze_from * len(layers))
-    if isinstance(unfreeze_from, int) and -len(layers) <= unfreeze_from < len(layers):
-        return unfreeze_from % len(layers)
-    raise ValueError(
-        f"Argument `unfreeze_from` must be a layer name, an index below {len(layers)}, or a "
-        f"fraction in [0, 1). Received: unfreeze_from={unfreeze_from!r}"
-    )
-
-
-def _compile(model, learning_rate, jit_compile, optimizer="adam"):
     model.compile(
         optimizer=keras.optimizers.get(
             {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
@@ -384,8 +138,8 @@ def _compile(model, learning_rate, jit_compile, optimizer="adam"):
     )
 
 
-def _fit(model, train, val, epochs, backup_dir, callbacks, verbose, initial_epoch=0):
-    callbacks = list(callbacks or [])
+def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
+    callbacks = list(options.callbacks)
     if backup_dir is not None:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(backup_dir)))
     history = model.fit(
@@ -394,7 +148,7 @@ def _fit(model, train, val, epochs, backup_dir, callbacks, verbose, initial_epoc
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        verbose=verbose,
+        verbose=options.verbose,
         shuffle=False,  # the pipeline shuffles
     )
     return {"epoch": [e + 1 for e in history.epoch], **history.history}
@@ -417,9 +171,8 @@ def extract_features(classifier, dataset, verbose=0):
 
 
 def fit_head(
-    classifier, data, epochs, learning_rate=1e-3, cache_features=True, backup_dir=None,
-    callbacks=None, jit_compile="auto", verbose="auto", log=print, optimizer="adam",
-    feature_eval_batch_size=1024,
+    classifier, data, *, epochs, options=TrainingOptions(), cache_features=True,
+    backup_dir=None, feature_eval_batch_size=1024,
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -433,14 +186,11 @@ def fit_head(
         classifier: a `Classifier`.
         data: a `kfound.data.ImageData`.
         epochs: the number of epochs.
-        learning_rate: the optimizer's learning rate. Defaults to `1e-3`.
+        options: the shared `TrainingOptions` (learning rate, optimizer, callbacks, ...).
+            Defaults to `TrainingOptions()`.
         cache_features: train on cached features when possible. Defaults to `True`.
-        backup_dir: the `BackupAndRestore` folder that makes training resumable.
-        callbacks: more Keras callbacks. Defaults to none.
-        jit_compile: passed to `compile`. Defaults to `"auto"`.
-        verbose: `fit`'s verbosity. Defaults to `"auto"`.
-        log: where progress messages go. Defaults to `print`.
-        optimizer: a Keras optimizer name (`"adam"`, `"sgd"`, ...). Defaults to `"adam"`.
+        backup_dir: the `BackupAndRestore` folder that makes training resumable. Defaults
+            to `None`.
         feature_eval_batch_size: the batch size of the validation pass over cached
             features (at least `data.batch_size`). A feature vector is small, so large
             batches cut the per-step cost that dominates a cached epoch; the result does
@@ -457,8 +207,8 @@ def fit_head(
                          f"Received: feature_eval_batch_size={feature_eval_batch_size!r}")
     classifier.freeze_backbone()
     if cache_features and not data.augmented:
-        log(f"head: caching backbone features of {data.train_examples} training and "
-            f"{data.val_examples} validation images (the backbone runs once)")
+        options.log(f"head: caching backbone features of {data.train_examples} training and "
+                    f"{data.val_examples} validation images (the backbone runs once)")
         x, y = extract_features(classifier, data.train_unshuffled.batch(data.batch_size))
         x_val, y_val = extract_features(classifier, data.val)
         train = make_training_pipeline(
@@ -473,16 +223,17 @@ def fit_head(
             "augmentation changes the images every epoch, so their features differ each time"
             if data.augmented else "cache_features is off"
         )
-        log(f"head: feature caching is off ({reason}); every epoch runs the frozen backbone")
+        options.log(f"head: feature caching is off ({reason}); every epoch runs the frozen "
+                    "backbone")
         train, val, model = data.train, data.val, classifier.model
-    _compile(model, learning_rate, jit_compile, optimizer)
-    return _fit(model, train, val, epochs, backup_dir, callbacks, verbose)
+    compile_classifier(model, learning_rate=options.learning_rate, optimizer=options.optimizer,
+                       jit_compile=options.jit_compile)
+    return _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
 
 
 def fit_full(
-    classifier, data, epochs, fine_tune_epochs, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
-    unfreeze_from=None, cache_features=True, backup_dir=None, callbacks=None,
-    jit_compile="auto", verbose="auto", log=print, optimizer="adam",
+    classifier, data, *, epochs, fine_tune_epochs, options=TrainingOptions(),
+    fine_tune_learning_rate=1e-5, unfreeze_from=None, cache_features=True, backup_dir=None,
 ):
     """State 3: the head on the frozen backbone, then the unfrozen backbone at a low rate.
 
@@ -491,44 +242,40 @@ def fit_full(
     (Chollet, "Transfer learning & fine-tuning", keras.io). Whatever `unfreeze_from` says,
     every BatchNormalization layer of the backbone stays frozen in inference mode (when the
     classifier has `frozen_bn=True`, the default): its moving statistics, gamma and beta stay
-    as loaded. Both phases are resumable: phase 1's head is saved under
-    `backup_dir` when it ends, so a run killed in phase 2 does not redo phase 1.
+    as loaded. Both phases are resumable: phase 1's head is saved under `backup_dir` when it
+    ends, so a run killed in phase 2 does not redo phase 1.
 
     Args:
         classifier: a `Classifier`.
         data: a `kfound.data.ImageData`.
         epochs: phase-1 epochs.
         fine_tune_epochs: phase-2 epochs.
-        learning_rate: phase-1 learning rate. Defaults to `1e-3`.
+        options: the shared `TrainingOptions`; its learning rate is phase 1's. Defaults to
+            `TrainingOptions()`.
         fine_tune_learning_rate: phase-2 learning rate. Defaults to `1e-5`.
         unfreeze_from: see `Classifier.unfreeze`. Defaults to `None` (the whole backbone).
         cache_features: phase 1 trains on cached features when possible. Defaults to `True`.
-        backup_dir: the folder for the resumable state of both phases.
-        callbacks: more Keras callbacks, for both phases.
-        jit_compile: passed to `compile`. Defaults to `"auto"`.
-        verbose: `fit`'s verbosity. Defaults to `"auto"`.
-        log: where progress messages go. Defaults to `print`.
-        optimizer: a Keras optimizer name, for both phases (each compiles a fresh one).
-            Defaults to `"adam"`.
+        backup_dir: the folder for the resumable state of both phases. Defaults to `None`.
 
     Returns:
         The history of both phases, as `fit_head`'s, with a `"phase"` key.
     """
     if backup_dir is None:
-        first = fit_head(classifier, data, epochs, learning_rate, cache_features, None,
-                         callbacks, jit_compile, verbose, log, optimizer)
+        first = fit_head(classifier, data, epochs=epochs, options=options,
+                         cache_features=cache_features)
     else:
-        first = _resumable_phase1(
-            classifier, data, epochs, learning_rate, cache_features, os.fspath(backup_dir),
-            callbacks, jit_compile, verbose, log, optimizer,
-        )
+        first = _resumable_phase1(classifier, data, epochs=epochs, options=options,
+                                  cache_features=cache_features,
+                                  backup_dir=os.fspath(backup_dir))
     index = classifier.unfreeze(unfreeze_from)
-    log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
-        f"({classifier.backbone.layers[index].name}); learning rate {fine_tune_learning_rate}")
-    _compile(classifier.model, fine_tune_learning_rate, jit_compile, optimizer)
+    options.log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
+                f"({classifier.backbone.layers[index].name}); learning rate "
+                f"{fine_tune_learning_rate}")
+    compile_classifier(classifier.model, learning_rate=fine_tune_learning_rate,
+                       optimizer=options.optimizer, jit_compile=options.jit_compile)
     phase2_dir = None if backup_dir is None else os.path.join(backup_dir, "phase2")
-    second = _fit(classifier.model, data.train, data.val, epochs + fine_tune_epochs, phase2_dir,
-                  callbacks, verbose, initial_epoch=epochs)
+    second = _fit(classifier.model, data.train, data.val, epochs=epochs + fine_tune_epochs,
+                  options=options, backup_dir=phase2_dir, initial_epoch=epochs)
     history = {k: list(first.get(k, [])) + list(second.get(k, [])) for k in second}
     history["phase"] = [1] * len(first["epoch"]) + [2] * len(second["epoch"])
     if backup_dir is not None:
@@ -539,28 +286,24 @@ def fit_full(
     return history
 
 
-def _resumable_phase1(classifier, data, epochs, learning_rate, cache_features, backup_dir,
-                      callbacks, jit_compile, verbose, log, optimizer):
+def _resumable_phase1(classifier, data, *, epochs, options, cache_features, backup_dir):
     """Phase 1 of `fit_full`, whose finished head and history are kept until phase 2 ends."""
     head_path = os.path.join(backup_dir, "phase1_head.keras")
     history_path = os.path.join(backup_dir, "phase1_history.json")
     if os.path.exists(head_path) and os.path.exists(history_path):
-        log(f"full: phase 1 finished earlier; restoring its head from {head_path}")
+        options.log(f"full: phase 1 finished earlier; restoring its head from {head_path}")
         classifier.head.set_weights(keras.saving.load_model(head_path).get_weights())
         with open(history_path, encoding="utf-8") as f:
             return json.load(f)
-    first = fit_head(classifier, data, epochs, learning_rate, cache_features,
-                     os.path.join(backup_dir, "phase1"), callbacks, jit_compile, verbose, log,
-                     optimizer)
+    first = fit_head(classifier, data, epochs=epochs, options=options,
+                     cache_features=cache_features,
+                     backup_dir=os.path.join(backup_dir, "phase1"))
     io_utils.save_model(classifier.head, head_path)
     io_utils.write_json(history_path, first)
     return first
 
 
-def fit_scratch(
-    classifier, data, epochs, learning_rate=1e-3, backup_dir=None, callbacks=None,
-    jit_compile="auto", verbose="auto",
-):
+def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_dir=None):
     """The baseline: the same architecture from random initialisation, all layers trained.
 
     The classifier should be built with `frozen_bn=False`: a randomly initialised backbone
@@ -570,245 +313,17 @@ def fit_scratch(
         classifier: a `Classifier` over a randomly initialised backbone.
         data: a `kfound.data.ImageData`.
         epochs: the number of epochs.
-        learning_rate: Adam's learning rate. Defaults to `1e-3`.
-        backup_dir: the `BackupAndRestore` folder.
-        callbacks: more Keras callbacks.
-        jit_compile: passed to `compile`. Defaults to `"auto"`.
-        verbose: `fit`'s verbosity. Defaults to `"auto"`.
+        options: the shared `TrainingOptions`. Defaults to `TrainingOptions()`.
+        backup_dir: the `BackupAndRestore` folder. Defaults to `None`.
 
     Returns:
         The history, as `fit_head`'s.
     """
     classifier.backbone.trainable = True
-    _compile(classifier.model, learning_rate, jit_compile)
-    return _fit(classifier.model, data.train, data.val, epochs, backup_dir, callbacks, verbose)
-
-
-def pretrain_small_backbone(
-    cache_dir, image_size=16, epochs=15, batch_size=32, learning_rate=1e-3, seed=0, log=print,
-):
-    """Pretrains `SmallConvNet` on the source task once, and caches it.
-
-    The source task is `embedded_digits("source")`: the ten digits on half A of
-    scikit-learn's digits; the target task uses the other half, so no image is shared.
-
-    The cache file's name holds every setting, so a different setting trains anew; it is
-    written atomically, so a killed run never leaves a half-written backbone.
-
-    Args:
-        cache_dir: the folder of the cache.
-        image_size: the input side. Defaults to `16`.
-        epochs: training epochs. Defaults to `15`.
-        batch_size: batch size. Defaults to `32`.
-        learning_rate: Adam's learning rate. Defaults to `1e-3`.
-        seed: the seed of the split and the initialisation. Defaults to `0`.
-        log: where progress messages go. Defaults to `print`.
-
-    Returns:
-        The path of the cached backbone (`.keras`), for `build_backbone(weights=...)`.
-    """
-    from kfound.data import embedded_digits
-
-    path = os.path.join(
-        os.fspath(cache_dir),
-        f"small_conv_net-digits10-halfA-size{image_size}-epochs{epochs}-seed{seed}.keras",
-    )
-    if os.path.exists(path):
-        log(f"source task: reusing the pretrained backbone {path}")
-        return path
-    (x, y), (x_val, y_val), names = embedded_digits("source", seed=seed)
-    keras.utils.set_random_seed(seed)
-    classifier = Classifier(small_conv_net(image_size), SMALL_BACKBONE, len(names),
-                            frozen_bn=False)
-    _compile(classifier.model, learning_rate, "auto")
-
-    def rgb(images):
-        return tf.image.resize(tf.image.grayscale_to_rgb(tf.constant(images * 255.0)),
-                               (image_size, image_size))
-
-    start = time.perf_counter()
-    classifier.model.fit(rgb(x), y, batch_size=batch_size, epochs=epochs, verbose=0)
-    _, accuracy = classifier.model.evaluate(rgb(x_val), y_val, verbose=0)
-    log(f"source task: pretrained {SMALL_BACKBONE} on the 10 digits of half A ({len(x)} "
-        f"images, {epochs} epochs, {time.perf_counter() - start:.1f}s): "
-        f"val accuracy {accuracy:.3f}; cached at {path}")
-    io_utils.save_model(classifier.backbone, path)
-    return path
-
-
-def save_classifier(model, class_names, folder):
-    """Saves `model.keras` and its class names (`classes.json`) into `folder`, atomically."""
-    io_utils.save_model(model, os.path.join(folder, "model.keras"))
-    io_utils.write_json(os.path.join(folder, CLASSES_FILE), list(class_names))
-
-
-def load_classifier(path):
-    """Loads a `model.keras` saved by `save_classifier` and the class names beside it.
-
-    Args:
-        path: the `model.keras` file, or the folder holding it.
-
-    Returns:
-        `(model, class_names)`.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    classes = os.path.join(os.path.dirname(path), CLASSES_FILE)
-    if not (os.path.isfile(path) and os.path.isfile(classes)):
-        raise ValueError(
-            "Argument `model` must be a model.keras saved by this recipe, with its "
-            f"{CLASSES_FILE} beside it. Received: model={path!r}"
-        )
-    with open(classes, encoding="utf-8") as f:
-        class_names = json.load(f)
-    return keras.saving.load_model(path), class_names
-
-
-def imagenet_classifier(name, weights="imagenet", image_size=None, alpha=None):
-    """A with-top `keras.applications` classifier that takes raw `[0, 255]` images.
-
-    Args:
-        name: a `keras.applications` constructor name.
-        weights: `"imagenet"` or the path of a with-top weights file.
-        image_size: the input side. Defaults to 224.
-        alpha: the MobileNet family's width multiplier.
-
-    Returns:
-        `(model, decode)`: the model and its module's `decode_predictions`.
-    """
-    constructor, module = _application(name)
-    image_size = image_size or default_image_size(name)
-    kwargs = {"alpha": alpha} if alpha is not None else {}
-    try:
-        network = constructor(include_top=True, weights=weights,
-                              input_shape=(image_size, image_size, 3), **kwargs)
-    except Exception as error:
-        raise ValueError(
-            f"Argument `weights` must be 'imagenet' or a with-top weights file of {name} to "
-            f"label images with ImageNet classes ({str(error).splitlines()[0][:300]}). "
-            f"Received: weights={weights!r}"
-        ) from error
-    images = keras.Input((image_size, image_size, 3), name="images")
-    model = keras.Model(images, network(BackbonePreprocessing(name)(images)))
-    return model, module.decode_predictions
-
-
-def predict(model, dataset, class_names=None, decode=None, verbose=0):
-    """State 1: labels images, no training.
-
-    Args:
-        model: a classifier from raw `[0, 255]` images to class probabilities.
-        dataset: a batched `tf.data.Dataset` of images (or of `(images, labels)`).
-        class_names: the names of the model's classes (a saved model's `classes.json`).
-        decode: instead of `class_names`, an ImageNet `decode_predictions`.
-        verbose: `predict`'s verbosity. Defaults to `0`.
-
-    Returns:
-        `(labels, probabilities, predicted_indices)`: a list of class names, the
-        probability of each, and the indices (NumPy arrays).
-    """
-    return _labels(model.predict(dataset, verbose=verbose), class_names, decode)
-
-
-def _labels(probabilities, class_names, decode):
-    index = probabilities.argmax(axis=-1)
-    best = probabilities.max(axis=-1)
-    if decode is not None:
-        labels = [top[0][1] for top in decode(probabilities, top=1)]
-    else:
-        labels = [class_names[i] for i in index]
-    return labels, best, index
-
-
-def predict_files(model, path, class_names=None, decode=None, batch_size=32, verbose=0):
-    """Labels the image files under `path` (corrupt files are skipped and counted).
-
-    The files are read and decoded once, in a `tf.data` pipeline that overlaps with the
-    model (`named_image_files_dataset`, batched and prefetched): each batch carries its
-    file names, so the files that fail to decode drop out without a separate checking
-    pass, and each prediction stays with its file.
-
-    Args:
-        model: a classifier from raw `[0, 255]` images to class probabilities.
-        path: an image file or a folder of them (searched recursively).
-        class_names: the names of the model's classes (a saved model's `classes.json`).
-        decode: instead of `class_names`, an ImageNet `decode_predictions`.
-        batch_size: images per batch. Defaults to `32`.
-        verbose: show a progress bar when truthy. Defaults to `0`.
-
-    Returns:
-        `(rows, skipped)`: `(file, label, probability)` tuples, in sorted file order, and
-        the number of skipped files (wrong extension or not decodable).
-    """
-    path = os.fspath(path)
-    files, skipped = image_candidates(path)
-    names, probabilities = [], []
-    if files:
-        dataset = named_image_files_dataset(files, model.input_shape[1])
-        dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-        progress = keras.utils.Progbar(len(files), unit_name="file") if verbose else None
-        for batch_names, images in dataset:
-            probabilities.append(model.predict_on_batch(images))
-            names.extend(name.decode() for name in batch_names.numpy())
-            if progress is not None:
-                progress.update(len(names))
-        if progress is not None:
-            progress.update(len(files), finalize=True)
-    skipped += len(files) - len(names)
-    if not names:
-        raise ValueError(
-            "Argument `images` must hold at least one readable image "
-            f"({skipped} files skipped). Received: images={path!r}"
-        )
-    labels, best, _ = _labels(np.concatenate(probabilities), class_names, decode)
-    return list(zip(names, labels, best.tolist(), strict=True)), skipped
-
-
-def write_predictions_csv(path, rows):
-    """Writes `(file, label, probability)` rows as a CSV with a header, atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["file", "label", "probability"])
-    writer.writerows((f, label, f"{p:.6f}") for f, label, p in rows)
-    io_utils.write_text(path, buffer.getvalue())
-
-
-def write_history_csv(path, history):
-    """Writes a history dict of per-epoch lists as a CSV, atomically."""
-    keys = list(history)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(keys)
-    writer.writerows(zip(*(history[k] for k in keys), strict=True))
-    io_utils.write_text(path, buffer.getvalue())
-
-
-def plot_curves(path, histories, title=""):
-    """Plots training and validation loss and accuracy of one or more histories.
-
-    Args:
-        path: the image file (written atomically).
-        histories: a dict from run name to history dict.
-        title: the figure title.
-    """
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    axes = figure.subplots(1, 2)
-    for name, history in histories.items():
-        epochs = history["epoch"]
-        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-            line = ax.plot(epochs, history[metric], "--", label=f"{name} train")[0]
-            ax.plot(epochs, history[f"val_{metric}"], "-", color=line.get_color(),
-                    label=f"{name} val")
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    figure.suptitle(title)
-    io_utils.save_figure(figure, path, dpi=100)
+    compile_classifier(classifier.model, learning_rate=options.learning_rate,
+                       optimizer=options.optimizer, jit_compile=options.jit_compile)
+    return _fit(classifier.model, data.train, data.val, epochs=epochs, options=options,
+                backup_dir=backup_dir)
 
 
 def distribution_strategy():

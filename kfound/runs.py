@@ -11,12 +11,14 @@ output = kfound.runs.start_run(args)  # makes the folder, writes args.json, seed
 ```
 """
 
+import contextlib
 import os
 import pathlib
 
 import keras
 
 from kfound import io_utils
+from kfound.data.spec import parse_dataset, safe_name
 
 DEFAULT_SEED = 1337
 SAVED_MODELS = "saved_models"
@@ -106,10 +108,6 @@ def format_table(rows, columns=None, floatfmt="{:.4f}"):
 
 def _slug(value):
     text = str(value)
-    for prefix in ("tfds:", "folder:"):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    text = os.path.basename(text.rstrip("/")) or text
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
-
-
+    with contextlib.suppress(ValueError):
+        text = parse_dataset(text).slug  # "tfds:tf_flowers" -> "tf_flowers"
+    return safe_name(text)

@@ -37,8 +37,9 @@ import statistics
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
 from kfound.callbacks import EpochTimer
+from kfound.data import load_digits
 
 """
 ## Data and model
@@ -162,7 +163,7 @@ def main(argv=None):
                         help="runs per batch size, interleaved; medians reported (default: 3)")
     args = parser.parse_args(argv)
     output = runs.start_run(args)
-    data = datasets.load_digits(images=False, seed=args.seed)
+    data = load_digits(images=False, seed=args.seed)
     n_train = len(data[0][0])
     if args.smoke:
         batch_sizes, args.max_epochs, args.repeats, args.target = [32, n_train], 2, 1, 0.2

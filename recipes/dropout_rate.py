@@ -29,7 +29,8 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
+from kfound.data import load_digits
 
 """
 ## An over-fitting setup
@@ -142,7 +143,7 @@ def main(argv=None):
         args.rates, args.train_size, args.width = [0.0, 0.5], 100, 32
         args.epochs, args.seeds = 2, 1
     output = runs.start_run(args)
-    (x, y), validation = datasets.load_digits(images=False, seed=args.seed)
+    (x, y), validation = load_digits(images=False, seed=args.seed)
     data = (small_subset(x, y, args.train_size, args.seed), validation)
 
     """

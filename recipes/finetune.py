@@ -22,8 +22,8 @@ import time
 
 import keras
 
+from kfound import backbones, finetune, io_utils, prediction, reports, runs
 from kfound import data as kdata
-from kfound import finetune, io_utils, runs
 
 """
 ## The three states, and the baseline
@@ -116,7 +116,7 @@ def build_parser():
     parser.add_argument("--state", choices=STATES, default="all",
                         help="predict only; train the head only; train everything; or all "
                              "of them plus a from-scratch baseline")
-    parser.add_argument("--backbone", default=finetune.SMALL_BACKBONE,
+    parser.add_argument("--backbone", default=backbones.SMALL_BACKBONE,
                         help="SmallConvNet (the embedded demo's) or a keras.applications "
                              "constructor name, e.g. MobileNetV2, ResNet50, EfficientNetB0")
     parser.add_argument("--alpha", type=float, default=None,
@@ -180,26 +180,32 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         return previous, _read_history(os.path.join(folder, "history.csv"))
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        backbone = finetune.build_backbone(
+        backbone = backbones.build_backbone(
             args.backbone, None if state == "scratch" else weights, data.image_size, args.alpha
         )
         classifier = finetune.Classifier(
             backbone, args.backbone, data.num_classes, frozen_bn=state != "scratch"
         )
     backup = os.path.join(folder, "backup")
-    common = {"jit_compile": args.jit_compile or "auto", "verbose": 0 if args.smoke else 2}
+    options = finetune.TrainingOptions(
+        learning_rate=args.learning_rate, jit_compile=args.jit_compile or "auto",
+        verbose=0 if args.smoke else 2,
+    )
     start = time.perf_counter()
     if state == "head":
-        history = finetune.fit_head(classifier, data, args.epochs, args.learning_rate,
-                                    not args.no_cache_features, backup, **common)
+        history = finetune.fit_head(classifier, data, epochs=args.epochs, options=options,
+                                    cache_features=not args.no_cache_features,
+                                    backup_dir=backup)
     elif state == "full":
         history = finetune.fit_full(
-            classifier, data, args.epochs, args.fine_tune_epochs, args.learning_rate,
-            args.fine_tune_learning_rate, args.unfreeze_from, not args.no_cache_features,
-            backup, **common)
+            classifier, data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+            options=options, fine_tune_learning_rate=args.fine_tune_learning_rate,
+            unfreeze_from=args.unfreeze_from, cache_features=not args.no_cache_features,
+            backup_dir=backup)
     else:
-        history = finetune.fit_scratch(classifier, data, args.epochs + args.fine_tune_epochs,
-                                       args.learning_rate, backup, **common)
+        history = finetune.fit_scratch(classifier, data,
+                                       epochs=args.epochs + args.fine_tune_epochs,
+                                       options=options, backup_dir=backup)
     seconds = time.perf_counter() - start
     epochs_run = len(history["epoch"])
     metrics = {
@@ -222,9 +228,9 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         "image_size": data.image_size,
         "run_settings": settings,
     }
-    finetune.save_classifier(classifier.model, data.class_names, folder)
-    finetune.write_history_csv(os.path.join(folder, "history.csv"), history)
-    finetune.plot_curves(os.path.join(folder, "curves.png"), {state: history},
+    prediction.save_classifier(classifier.model, data.class_names, folder)
+    reports.write_history_csv(os.path.join(folder, "history.csv"), history)
+    reports.plot_curves(os.path.join(folder, "curves.png"), {state: history},
                          f"{state}: {args.backbone} on {args.dataset}")
     io_utils.write_json(metrics_path, metrics)
     print(f"{state}: val accuracy {metrics['val_accuracy']:.4f} in {seconds:.1f}s -> {folder}")
@@ -244,7 +250,7 @@ CSV lists files; without, the validation set is labelled and its accuracy report
 def predict_state(args, folder, model_path, data_loader):
     start = time.perf_counter()
     if model_path is not None:
-        model, class_names = finetune.load_classifier(model_path)
+        model, class_names = prediction.load_classifier(model_path)
         decode, source = None, model_path
     else:
         if args.images is None:
@@ -253,24 +259,24 @@ def predict_state(args, folder, model_path, data_loader):
                 "(or give --model). Received: images=None"
             )
         weights = "imagenet" if args.weights == "pretrained" else args.weights
-        model, decode = finetune.imagenet_classifier(args.backbone, weights, args.image_size,
+        model, decode = prediction.imagenet_classifier(args.backbone, weights, args.image_size,
                                                      args.alpha)
         class_names, source = None, f"{args.backbone}:{weights}"
     accuracy, examples = None, 0
     if args.images is not None:
-        rows, skipped = finetune.predict_files(model, args.images, class_names, decode,
+        rows, skipped = prediction.predict_files(model, args.images, class_names, decode,
                                                args.batch_size)
         examples = len(rows)
     else:
         data = data_loader(model.input_shape[1])
-        labels, best, index = finetune.predict(model, data.val, class_names)
+        labels, best, index = prediction.predict(model, data.val, class_names)
         truth = [int(y) for y in data.val.unbatch().map(lambda x, y: y).as_numpy_iterator()]
         accuracy = float(sum(int(i == t) for i, t in zip(index, truth, strict=True)) / len(truth))
         rows = [(f"{args.dataset}:val/{i:05d}", label, p)
                 for i, (label, p) in enumerate(zip(labels, best.tolist(), strict=True))]
         skipped, examples = data.skipped_files, len(rows)
     seconds = time.perf_counter() - start
-    finetune.write_predictions_csv(os.path.join(folder, "predictions.csv"), rows)
+    prediction.write_predictions_csv(os.path.join(folder, "predictions.csv"), rows)
     metrics = {
         "state": "predict", "backbone": args.backbone, "weights": source,
         "dataset": args.images or args.dataset, "num_classes": model.output_shape[-1],
@@ -294,7 +300,7 @@ def predict_state(args, folder, model_path, data_loader):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.fine_tune_learning_rate is None:
-        small = args.backbone == finetune.SMALL_BACKBONE
+        small = args.backbone == backbones.SMALL_BACKBONE
         args.fine_tune_learning_rate = args.learning_rate / 10 if small else 1e-5
     if args.smoke:
         args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
@@ -302,9 +308,9 @@ def main(argv=None):
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = finetune.distribution_strategy()
-    image_size = args.image_size or finetune.default_image_size(args.backbone)
-    if args.backbone not in finetune.backbone_names():
-        finetune.build_backbone(args.backbone)  # raises the error listing valid names
+    image_size = args.image_size or backbones.default_image_size(args.backbone)
+    if args.backbone not in backbones.backbone_names():
+        backbones.build_backbone(args.backbone)  # raises the error listing valid names
 
     def load(size):
         augment = kdata.augmentation_layers(seed=args.seed) if args.augment else None
@@ -341,7 +347,7 @@ def main(argv=None):
         for m in results
     ]
     io_utils.write_json(output / "comparison.json", {"rows": rows, "args": settings})
-    finetune.plot_curves(output / "curves.png", histories,
+    reports.plot_curves(output / "curves.png", histories,
                          f"{args.backbone} on {args.dataset}: head, full, from scratch")
     print(runs.format_table(rows, ["state", "val_accuracy", "trainable_params", "seconds"],
                             floatfmt="{:.3f}"))
@@ -354,10 +360,10 @@ def resolve_weights(args, image_size, output):
         return None
     if args.weights != "pretrained":
         return args.weights
-    if args.backbone != finetune.SMALL_BACKBONE:
+    if args.backbone != backbones.SMALL_BACKBONE:
         return "imagenet"
     cache = output / "pretrained" if args.smoke else os.path.join(runs.SAVED_MODELS, "pretrained")
-    return finetune.pretrain_small_backbone(
+    return backbones.pretrain_small_backbone(
         cache, image_size, epochs=1 if args.smoke else 15, seed=args.seed
     )
 

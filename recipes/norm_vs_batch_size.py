@@ -38,8 +38,9 @@ import statistics
 
 import keras
 
-from kfound import datasets, io_utils, layers, runs, theory
+from kfound import io_utils, layers, runs, theory
 from kfound.callbacks import EpochTimer
+from kfound.data import load_digits
 
 NORMALIZATIONS = ("batch", "group", "weight", "lrn", "none")
 
@@ -167,7 +168,7 @@ def main(argv=None):
         args.batch_sizes, args.epochs, args.seeds = [64], 1, 1
     batch_sizes = sorted(args.batch_sizes)
     output = runs.start_run(args)
-    data = datasets.load_digits(images=True, seed=args.seed)
+    data = load_digits(images=True, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
         data = ((x[:128], y[:128]), (x_val[:64], y_val[:64]))

@@ -61,8 +61,9 @@ import warnings
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs
+from kfound import io_utils, runs
 from kfound.callbacks import ActivationMonitor, GradientMonitor
+from kfound.data import load_digits
 
 VARIANTS = ("sigmoid", "tanh", "relu_he", "relu_he_bn", "constant")
 
@@ -199,7 +200,7 @@ def main(argv=None):
     if args.smoke:
         args.depth, args.width, args.epochs = 3, 8, 1
     output = runs.start_run(args)
-    data = datasets.load_digits(images=False, seed=args.seed)
+    data = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
         data = (x[:256], y[:256]), (x_val[:128], y_val[:128])

@@ -1,8 +1,11 @@
-"""Helpers for the fine-tuning tests: a small folder of real photos on disk."""
+"""Helpers for the fine-tuning tests: small data, a small classifier, files on disk."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.datasets import load_sample_images
+
+from kfound import backbones, data, finetune
 
 
 def write_image_folder(root, per_class=6, size=40, corrupt=True):
@@ -32,3 +35,27 @@ def write_image_folder(root, per_class=6, size=40, corrupt=True):
         (root / "china" / "broken.jpg").write_bytes(b"this is not a jpeg")
         (root / "flower" / "notes.txt").write_text("not an image")
     return root
+
+
+SHARED_MOBILENET = "mobilenet_2_5_224_tf_no_top.h5"
+
+
+def embedded_data(image_size=16, **kwargs):
+    """The embedded task with 4 labelled images per class, in batches of 16."""
+    return data.load_image_data("embedded", image_size, batch_size=16, train_per_class=4,
+                                **kwargs)
+
+
+def small_classifier(data_, frozen_bn=True):
+    """A `Classifier` over a randomly initialised `SmallConvNet`."""
+    backbone = backbones.build_backbone("SmallConvNet", image_size=data_.image_size)
+    return finetune.Classifier(backbone, "SmallConvNet", data_.num_classes, frozen_bn=frozen_bn)
+
+
+def with_top_weights_file(tmp_path):
+    """A with-top MobileNet (alpha 0.25, 32x32) and the path of its saved weights."""
+    network = keras.applications.MobileNet(include_top=True, weights=None, alpha=0.25,
+                                           input_shape=(32, 32, 3))
+    path = str(tmp_path / "mobilenet_top.weights.h5")
+    network.save_weights(path)
+    return network, path

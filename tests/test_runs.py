@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from kfound import datasets, runs
+from kfound import runs
+from kfound.data import load_digits
 
 
 def _parse(argv, run_name="demo-{dataset}"):
@@ -44,15 +45,15 @@ def test_format_table_aligns_columns():
 
 
 def test_load_digits_is_a_stratified_split_of_real_digits():
-    (x, y), (x_val, y_val) = datasets.load_digits(validation_fraction=0.2)
+    (x, y), (x_val, y_val) = load_digits(validation_fraction=0.2)
     assert len(x) + len(x_val) == 1797
     assert x.shape[1:] == (8, 8, 1) and x.dtype == "float32"
     assert 0.0 <= x.min() and x.max() <= 1.0
     assert set(y_val.tolist()) == set(range(10))
-    (flat, _), _ = datasets.load_digits(images=False)
+    (flat, _), _ = load_digits(images=False)
     assert flat.shape[1:] == (64,)
 
 
 def test_load_digits_rejects_a_bad_fraction():
     with pytest.raises(ValueError, match=r"`validation_fraction`.*Received: validation_fraction=1"):
-        datasets.load_digits(validation_fraction=1)
+        load_digits(validation_fraction=1)

@@ -87,7 +87,7 @@ class ActivationMonitor(diagnostics.Monitor):
 
     Example:
 
-    >>> (x, y), _ = kfound.datasets.load_digits(images=False)
+    >>> (x, y), _ = kfound.data.load_digits(images=False)
     >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, "relu"),
     ...                           keras.layers.Dense(10, "softmax")])
     >>> model.compile("adam", "sparse_categorical_crossentropy")

@@ -1,4 +1,6 @@
-"""Keras 3 layers: LRN, GroupNorm, WeightNorm, LocallyConnected2D, RandomPCALighting."""
+"""Keras 3 layers: LRN, GroupNorm, WeightNorm, LocallyConnected2D, RandomPCALighting, and
+`BackbonePreprocessing` (a backbone's own input preprocessing, inside saved classifiers)."""
+from kfound.layers.backbone_preprocessing import BackbonePreprocessing as BackbonePreprocessing
 from kfound.layers.group_norm import GroupNorm as GroupNorm
 from kfound.layers.group_norm import replace_batchnorm as replace_batchnorm
 from kfound.layers.locally_connected2d import LocallyConnected2D as LocallyConnected2D

@@ -18,8 +18,8 @@ import keras
 import keras_tuner as kt
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
+from kfound import backbones, finetune
 from kfound import data as kdata
-from kfound import finetune
 from kfound.initializers import SparseInitializer
 from kfound.layers import LRN, GroupNorm, WeightNorm
 
@@ -276,10 +276,10 @@ _FINETUNE_RULES = {
     "unfreeze_from": _Rule(float, "a fraction of the backbone's depth in [0, 1)",
                            lambda v: 0 <= v < 1),
     "backbone": _Rule(str, "SmallConvNet or a keras.applications name (MobileNetV2, ...)",
-                      lambda v: v in finetune.backbone_names()),
+                      lambda v: v in backbones.backbone_names()),
     "alpha": _Rule(float, "a width multiplier > 0 (MobileNet family)", lambda v: v > 0),
-    "image_size": _Rule(int, f"an integer >= {finetune.SMALL_BACKBONE_MIN_SIZE}",
-                        lambda v: v >= finetune.SMALL_BACKBONE_MIN_SIZE),
+    "image_size": _Rule(int, f"an integer >= {backbones.SMALL_BACKBONE_MIN_SIZE}",
+                        lambda v: v >= backbones.SMALL_BACKBONE_MIN_SIZE),
     "weights": _Rule(str, "none, imagenet, or the path of an existing weights file",
                      lambda v: v in WEIGHTS or os.path.isfile(v)),
 }
@@ -314,7 +314,7 @@ class FinetuneHyperModel(kt.HyperModel):
     (`kfound.data.rebatch`).
 
     An image size below a backbone's minimum, or `alpha` for a backbone outside the
-    MobileNet family, fails that trial with `finetune.build_backbone`'s error.
+    MobileNet family, fails that trial with `backbones.build_backbone`'s error.
 
     Args:
         dataset: `"embedded"`, `"tfds:NAME"` or `"folder:PATH"` (see `kfound.data`).
@@ -348,9 +348,9 @@ class FinetuneHyperModel(kt.HyperModel):
         "fine_tune_learning_rate": 1e-5,  # kfound.finetune's (keras.io's), for ImageNet
         "fine_tune_epochs": 10,
         "unfreeze_from": 0.0,  # the whole backbone
-        "backbone": finetune.SMALL_BACKBONE,
+        "backbone": backbones.SMALL_BACKBONE,
         "alpha": None,  # the backbone's own
-        "image_size": None,  # the backbone's default (finetune.default_image_size)
+        "image_size": None,  # the backbone's default (backbones.default_image_size)
         "weights": "none",
     }
 
@@ -388,7 +388,7 @@ class FinetuneHyperModel(kt.HyperModel):
 
     def data(self, hp):
         """The trial's `kfound.data.ImageData`: loaded once per image size, rebatched."""
-        size = self.value(hp, "image_size") or finetune.default_image_size(
+        size = self.value(hp, "image_size") or backbones.default_image_size(
             self.value(hp, "backbone"))
         if size not in self._loaded:
             self._loaded[size] = kdata.load_image_data(
@@ -401,7 +401,7 @@ class FinetuneHyperModel(kt.HyperModel):
         backbone_name = self.value(hp, "backbone")
         weights = self.value(hp, "weights")
         alpha = self.value(hp, "alpha")
-        backbone = finetune.build_backbone(
+        backbone = backbones.build_backbone(
             backbone_name, weights=None if weights == "none" else weights,
             image_size=self.data(hp).image_size,
             alpha=None if alpha is None else float(alpha),
@@ -431,21 +431,21 @@ class FinetuneHyperModel(kt.HyperModel):
         # head alone, so it is pointed at the whole classifier, which shares the head.
         callbacks = [_WithModel(c, model) if isinstance(c, SaveBestEpoch) else c
                      for c in callbacks or []]
-        common = {
-            "callbacks": callbacks, "jit_compile": self.jit_compile, "verbose": verbose,
-            "log": print if verbose else lambda message: None,
-            "optimizer": self.value(hp, "optimizer"),
-        }
+        options = finetune.TrainingOptions(
+            learning_rate=self.value(hp, "learning_rate"), optimizer=self.value(hp, "optimizer"),
+            callbacks=callbacks, jit_compile=self.jit_compile, verbose=verbose,
+            log=print if verbose else lambda message: None,
+        )
         data = self.data(hp)
         epochs = self._capped(self.value(hp, "epochs"))
-        learning_rate = self.value(hp, "learning_rate")
         if self.value(hp, "state") == "head":
-            history = finetune.fit_head(classifier, data, epochs, learning_rate, **common)
+            history = finetune.fit_head(classifier, data, epochs=epochs, options=options)
         else:
             history = finetune.fit_full(
-                classifier, data, epochs, self._capped(self.value(hp, "fine_tune_epochs")),
-                learning_rate, self.value(hp, "fine_tune_learning_rate"),
-                unfreeze_from=float(self.value(hp, "unfreeze_from")), **common,
+                classifier, data, epochs=epochs, options=options,
+                fine_tune_epochs=self._capped(self.value(hp, "fine_tune_epochs")),
+                fine_tune_learning_rate=self.value(hp, "fine_tune_learning_rate"),
+                unfreeze_from=float(self.value(hp, "unfreeze_from")),
             )
         result = keras.callbacks.History()
         result.epoch = [e - 1 for e in history["epoch"]]

@@ -18,7 +18,8 @@ import warnings
 
 import keras
 
-from kfound import datasets, finetune, io_utils, runs
+from kfound import io_utils, prediction, runs
+from kfound.data import load_digits
 from kfound.tuning import hypermodels, results, space, tuners
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
@@ -88,7 +89,7 @@ def parse_args(argv=None):
 
 def load_data(smoke=False):
     """Digits as `(8, 8, 1)` images, for models `mlp` and `cnn`; a small slice with `smoke`."""
-    (x, y), (x_val, y_val) = datasets.load_digits()
+    (x, y), (x_val, y_val) = load_digits()
     if smoke:
         x, y = x[:SMOKE_TRAIN], y[:SMOKE_TRAIN]
         x_val, y_val = x_val[:SMOKE_VALIDATION], y_val[:SMOKE_VALIDATION]
@@ -212,7 +213,7 @@ def finish(tuner, output, quiet=False):
     if class_names is not None:
         # As kfound.finetune saves a classifier, so `recipes/finetune.py --state predict
         # --model .../best_model.keras` labels images with names, not indices.
-        io_utils.write_json(output / finetune.CLASSES_FILE, class_names)
+        io_utils.write_json(output / prediction.CLASSES_FILE, class_names)
     results.plot_search(records, oracle.objective.name, oracle.objective.direction,
                         output / "search.png")
     if not quiet:

@@ -30,9 +30,9 @@ def test_verdict_finds_an_interior_optimum(recipe):
 
 def test_the_model_learns_after_the_warm_up(recipe):
     # The warm-up once zeroed Adam's learning rate with the moments, so nothing trained.
-    from kfound import datasets
+    from kfound.data import load_digits
 
-    data = datasets.load_digits(images=False, seed=0)
+    data = load_digits(images=False, seed=0)
     result = recipe.train_to_target(data, 64, 0.9, 30, seed=0)
     assert result["epochs_to_target"] is not None
     assert result["best_val_accuracy"] >= 0.9

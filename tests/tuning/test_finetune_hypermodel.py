@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
-from kfound import finetune
+from kfound import prediction
 from kfound.tuning import hypermodels, search, space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -68,8 +68,9 @@ def test_full_trial_unfreezes_from_the_depth_fraction():
     assert history.epoch == [0, 1]  # max_epochs=1 caps each phase
     backbone = hypermodel._classifier.backbone
     first = len(backbone.layers) // 2
-    assert [layer.trainable for layer in backbone.layers] == (
-        [False] * first + [True] * (len(backbone.layers) - first))
+    assert [layer.trainable for layer in backbone.layers] == [  # BatchNorm stays frozen
+        i >= first and not isinstance(layer, keras.layers.BatchNormalization)
+        for i, layer in enumerate(backbone.layers)]
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
@@ -120,7 +121,7 @@ def test_search_cli_on_the_example_space(tmp_path):
     model = keras.saving.load_model(output / "best_model.keras")
     hypermodel = hypermodels.FinetuneHyperModel("embedded")
     # Its class names lie beside it, as for a model the fine-tuning recipe saved.
-    _, class_names = finetune.load_classifier(str(output / "best_model.keras"))
+    _, class_names = prediction.load_classifier(str(output / "best_model.keras"))
     assert class_names == hypermodel.class_names
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, accuracy = model.evaluate(hypermodel.data(kt.HyperParameters()).val, verbose=0)

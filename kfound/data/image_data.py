@@ -2,7 +2,7 @@
 
 One `tf.data` pipeline serves every source: decode, resize to a square `image_size`, cache
 in memory when the decoded images fit, shuffle, optionally resample classes evenly
-("label shuffle", seed §3.13) and augment, batch, prefetch with `AUTOTUNE`.
+("label shuffle", Shen et al., 2016) and augment, batch, prefetch with `AUTOTUNE`.
 
 Images leave the pipeline as float32 RGB in `[0, 255]`, shape `(image_size, image_size, 3)`;
 each backbone's own `preprocess_input` runs inside the model, so a saved model takes raw
@@ -28,9 +28,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-AUTOTUNE = tf.data.AUTOTUNE
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-SCHEMES = ("embedded", "tfds:NAME", "folder:PATH")
+from kfound.data.bundled import check_positive_int, digits_to_rgb, embedded_digits
+from kfound.data.image_files import AUTOTUNE, image_files_dataset, list_images
+from kfound.data.spec import parse_dataset
+
+KINDS = ("embedded", "tfds:NAME", "folder:PATH")
 
 
 @dataclasses.dataclass
@@ -119,38 +121,34 @@ def load_image_data(
     >>> data.class_names, data.train_examples
     (['even', 'odd'], 20)
     """
-    _check_positive_int("image_size", image_size)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
+    check_positive_int("batch_size", batch_size)
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(
             "Argument `validation_fraction` must be in (0, 1). "
             f"Received: validation_fraction={validation_fraction}"
         )
-    spec = str(spec)
-    if spec == "embedded":
+    spec = parse_dataset(spec, KINDS)
+    if spec.kind == "embedded":
         (x, y), (x_val, y_val), class_names = embedded_digits(
             "target", train_per_class=train_per_class, seed=seed
         )
         train = _from_arrays(x, y, image_size)
         val = _from_arrays(x_val, y_val, image_size)
         counts, skipped = (len(x), len(x_val)), 0
-    elif spec.startswith("tfds:"):
+    elif spec.kind == "tfds:NAME":
         train, val, class_names, counts = _from_tfds(
-            spec[len("tfds:"):], image_size, validation_fraction, data_dir
+            spec.target, image_size, validation_fraction, data_dir
         )
         skipped = 0
-    elif spec.startswith("folder:"):
-        train, val, class_names, counts, skipped = _from_folder(
-            spec[len("folder:"):], image_size, validation_fraction, seed
-        )
     else:
-        raise ValueError(
-            f"Argument `dataset` must be one of {', '.join(SCHEMES)}. Received: dataset={spec!r}"
+        train, val, class_names, counts, skipped = _from_folder(
+            spec.target, image_size, validation_fraction, seed
         )
     if len(class_names) < 2:
         raise ValueError(
             "Argument `dataset` must have at least two classes to classify; found "
-            f"{len(class_names)} ({class_names}). Received: dataset={spec!r}"
+            f"{len(class_names)} ({class_names}). Received: dataset={str(spec)!r}"
         )
     fits = lambda n: n * image_size * image_size * 3 * 4 <= cache_bytes  # noqa: E731
     train = train.cache() if fits(counts[0]) else train
@@ -174,7 +172,7 @@ def load_image_data(
         val_examples=int(counts[1]),
         skipped_files=int(skipped),
         image_size=int(image_size),
-        spec=spec,
+        spec=str(spec),
     )
 
 
@@ -202,7 +200,7 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     >>> next(iter(data.train))[0].shape
     TensorShape([4, 16, 16, 3])
     """
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if data.augmented:
         raise ValueError(
             "Argument `data` must not be augmented: `ImageData` does not keep its "
@@ -255,8 +253,8 @@ def balance_classes(dataset, num_classes, num_examples, seed=0):
     Each class becomes its own endlessly repeated, reshuffled stream and
     `tf.data.Dataset.sample_from_datasets` draws from them uniformly, so rare classes are
     oversampled and common ones undersampled; the result is cut to `num_examples`, the
-    length of one epoch. This is the class-balancing "label shuffle" of seed §3.13
-    (Shen et al., 2016): every class is seen equally often.
+    length of one epoch. This is the class-balancing "label shuffle" of
+    Shen et al. (2016): every class is seen equally often.
 
     Args:
         dataset: an unbatched `tf.data.Dataset` of `(x, label)`.
@@ -277,212 +275,8 @@ def balance_classes(dataset, num_classes, num_examples, seed=0):
     )
 
 
-def augmentation_layers(
-    flip="horizontal", rotation=0.1, zoom=0.1, contrast=0.1, pca_lighting=0.1, seed=None
-):
-    """The standard Keras preprocessing-layer augmentation plus AlexNet's PCA lighting (§3.13).
-
-    The pipeline feeds RGB images in `[0, 255]`, the value range every layer here expects.
-
-    Args:
-        flip: `RandomFlip` mode, or `None` to skip flipping. Defaults to `"horizontal"`.
-        rotation: `RandomRotation` factor (fraction of a full turn). Defaults to `0.1`.
-        zoom: `RandomZoom` height factor. Defaults to `0.1`.
-        contrast: `RandomContrast` factor. Defaults to `0.1`.
-        pca_lighting: `kfound.layers.RandomPCALighting` standard deviation (seed §3.13
-            "PCA Jittering", with the ImageNet principal components), or `0` to skip it.
-            Defaults to `0.1`, AlexNet's value.
-        seed: the layers' seed. Defaults to `None`.
-
-    Returns:
-        A `keras.Sequential` of the layers, for `load_image_data(augment=...)`.
-    """
-    import keras
-
-    layers = []
-    if flip:
-        layers.append(keras.layers.RandomFlip(flip, seed=seed))
-    if rotation:
-        layers.append(keras.layers.RandomRotation(rotation, seed=seed))
-    if zoom:
-        layers.append(keras.layers.RandomZoom(zoom, seed=seed))
-    if contrast:
-        # RandomContrast expects values in [0, 255] by default, which is what we feed it.
-        layers.append(keras.layers.RandomContrast(contrast, seed=seed))
-    if pca_lighting:
-        from kfound.layers import RandomPCALighting
-
-        layers.append(RandomPCALighting(stddev=pca_lighting, value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augmentation")
-
-
-def embedded_digits(task, train_per_class=10, seed=0):
-    """The offline transfer-learning tasks, on two disjoint halves of scikit-learn's digits.
-
-    The 1,797 digit images are split into two disjoint halves, stratified by digit
-    (`seed` picks the split). The tasks differ in both their images and their labels, as
-    ImageNet pretraining and a new dataset do:
-
-    - `"source"`: classify the ten digits (class names `"0"`..`"9"`) on half A, for
-      pretraining a backbone; three quarters of A train, one quarter is validation.
-    - `"target"`: a new label space on half B, the digit's parity (labels 0 and 1, class
-      names `"even"` and `"odd"`), with only `train_per_class` labelled training images per
-      class; every other image of B is the validation set. A small labelled set is the
-      regime where pretraining matters (seed §3.7.2). Parity is a function of the digit,
-      so what transfers is a representation that separates digits, reused for a label
-      space the backbone never saw, on images it never saw.
-
-    Args:
-        task: `"source"` or `"target"`.
-        train_per_class: labelled training images per class of the target task.
-            Defaults to `10`.
-        seed: the seed of the splits. Defaults to `0`.
-
-    Returns:
-        `((x_train, y_train), (x_val, y_val), class_names)`, with `x` float32 in `[0, 1]`
-        of shape `(n, 8, 8, 1)` and `y` int32.
-    """
-    from kfound.datasets import load_digits
-
-    if task not in ("source", "target"):
-        raise ValueError(f"Argument `task` must be 'source' or 'target'. Received: task={task!r}")
-    if task == "target":
-        _check_positive_int("train_per_class", train_per_class)
-    (x_a, y_a), (x_b, y_b) = load_digits(validation_fraction=0.5, seed=seed)
-    rng = np.random.default_rng(seed)
-    if task == "source":
-        order = rng.permutation(len(x_a))
-        cut = (3 * len(x_a)) // 4
-        train_idx, val_idx = np.sort(order[:cut]), np.sort(order[cut:])
-        return (
-            (x_a[train_idx], y_a[train_idx]),
-            (x_a[val_idx], y_a[val_idx]),
-            [str(d) for d in range(10)],
-        )
-    parity = (y_b % 2).astype("int32")
-    train_idx, val_idx = [], []
-    for label in (0, 1):
-        idx = rng.permutation(np.flatnonzero(parity == label))
-        if len(idx) <= train_per_class:
-            raise ValueError(
-                "Argument `train_per_class` must leave validation images in every class "
-                f"(the smallest class has {len(idx)} images). "
-                f"Received: train_per_class={train_per_class}"
-            )
-        train_idx.extend(idx[:train_per_class])
-        val_idx.extend(idx[train_per_class:])
-    train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
-    return (
-        (x_b[train_idx], parity[train_idx]),
-        (x_b[val_idx], parity[val_idx]),
-        ["even", "odd"],
-    )
-
-
-def list_images(path):
-    """Lists the image files under `path` (a file or a folder, searched recursively).
-
-    Every candidate is decoded once to check it; `image_candidates` lists without reading.
-
-    Args:
-        path: an image file or a folder.
-
-    Returns:
-        `(files, skipped)`: the sorted readable image files, and the number of other files
-        (wrong extension, or not decodable) that were left out.
-    """
-    named, others = image_candidates(path)
-    files, corrupt = _decodable(named)
-    return files, others + corrupt
-
-
-def image_candidates(path):
-    """Lists the files under `path` with an image extension, without reading them.
-
-    Args:
-        path: an image file or a folder (searched recursively; hidden files are ignored).
-
-    Returns:
-        `(files, others)`: the sorted files whose extension is one of `IMAGE_EXTENSIONS`,
-        and the number of other files.
-    """
-    if os.path.isfile(path):
-        candidates = [path]
-    elif os.path.isdir(path):
-        candidates = sorted(
-            os.path.join(root, name)
-            for root, _, names in os.walk(path)
-            for name in names
-            if not name.startswith(".")
-        )
-    else:
-        raise ValueError(
-            f"Argument `images` must be an image file or a folder. Received: images={path!r}"
-        )
-    named = [f for f in candidates if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return named, len(candidates) - len(named)
-
-
-def image_files_dataset(files, image_size):
-    """A `tf.data.Dataset` of decoded, resized float32 images from a list of files."""
-    return tf.data.Dataset.from_tensor_slices(list(files)).map(
-        lambda f: _decode(tf.io.read_file(f), image_size), num_parallel_calls=AUTOTUNE
-    )
-
-
-def named_image_files_dataset(files, image_size):
-    """A `tf.data.Dataset` of `(file, image)` pairs that drops the files it can't decode.
-
-    Each file is read and decoded once: `ignore_errors` drops a corrupt file where its
-    decoding fails, and since each image carries its file name, the caller learns which
-    files survived without a separate checking pass. Order is kept.
-
-    Args:
-        files: image file paths (for example from `image_candidates`).
-        image_size: the side, in pixels, that images are resized to.
-
-    Returns:
-        An unbatched `tf.data.Dataset` of `(file, image)`: a string and a float32
-        `(image_size, image_size, 3)` RGB image in `[0, 255]`.
-    """
-    return (
-        tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
-        .map(lambda f: (f, _decode(tf.io.read_file(f), image_size)),
-             num_parallel_calls=AUTOTUNE)
-        .ignore_errors()
-    )
-
-
-def _decode(contents, image_size):
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image = tf.image.resize(image, (image_size, image_size))
-    return tf.ensure_shape(image, (image_size, image_size, 3))
-
-
-def _decodable(named):
-    """Splits image files into the decodable ones and a count of the rest, checked up front.
-
-    Each file is decoded once with `tf.io.decode_image` in a `tf.data` pipeline whose
-    failures are dropped by `ignore_errors`, so a corrupt file is counted, never fatal.
-    """
-    if not named:
-        return [], 0
-    check = (
-        tf.data.Dataset.from_tensor_slices(named)
-        .map(
-            lambda f: (f, tf.shape(tf.io.decode_image(tf.io.read_file(f),
-                                                      expand_animations=False))),
-            num_parallel_calls=AUTOTUNE,
-        )
-        .ignore_errors()
-    )
-    good = sorted(f.decode() for f, _ in check.as_numpy_iterator())
-    return good, len(named) - len(good)
-
-
 def _from_arrays(x, y, image_size):
-    # Digits: grey [0, 1] -> RGB [0, 255], resized like any other image.
-    images = tf.image.resize(tf.image.grayscale_to_rgb(tf.constant(x * 255.0)), (image_size,) * 2)
+    images = digits_to_rgb(x, image_size)
     return tf.data.Dataset.from_tensor_slices((images, tf.constant(y, tf.int32)))
 
 
@@ -598,10 +392,3 @@ def _labelled_files(folder, class_names):
         labels.extend([index] * len(good))
         skipped += bad
     return files, np.asarray(labels, dtype="int32"), skipped
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be a positive integer. Received: {name}={value!r}"
-        )
