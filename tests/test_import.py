@@ -16,8 +16,8 @@ def test_import_kfound_alone_loads_every_registered_class(tmp_path):
     x = GroupNorm(groups=2)(LRN()(x))
     path = tmp_path / "model.keras"
     keras.Model(inputs, x).save(path)
-    code = ("import kfound, keras; model = keras.saving.load_model(%r); "
-            "print(sorted({type(l).__name__ for l in model.layers}))" % str(path))
+    code = (f"import kfound, keras; model = keras.saving.load_model({str(path)!r}); "
+            "print(sorted({type(l).__name__ for l in model.layers}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     names = result.stdout.strip().splitlines()[-1]
