@@ -33,7 +33,9 @@ import tensorflow as tf
 
 from kfound import io_utils
 from kfound.backbones import freeze_batchnorm, unfreeze_index
+from kfound.data.bundled import check_positive_int
 from kfound.data.image_data import make_training_pipeline
+from kfound.features import cached_features
 from kfound.layers.backbone_preprocessing import BackbonePreprocessing
 
 
@@ -70,12 +72,16 @@ class Classifier:
         head: pooled features -> probabilities: dropout then `Dense(num_classes)`; its
             layers are shared with `model`.
         backbone_name: the backbone's name.
+        frozen_bn: whether the backbone's BatchNormalization layers stay frozen.
+        features_report: where the last `fit_head` got its cached features from (see
+            `fit_head`), or `None`.
     """
 
     def __init__(self, backbone, backbone_name, num_classes, dropout=0.2, frozen_bn=True):
         self.backbone = backbone
         self.backbone_name = backbone_name
         self.frozen_bn = frozen_bn
+        self.features_report = None
         size = backbone.input_shape[1]
         images = keras.Input((size, size, 3), name="images")
         x = BackbonePreprocessing(backbone_name, name="preprocessing")(images)
@@ -154,25 +160,9 @@ def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
     return {"epoch": [e + 1 for e in history.epoch], **history.history}
 
 
-def extract_features(classifier, dataset, verbose=0):
-    """Runs the frozen backbone once over `(image, label)` pairs.
-
-    Args:
-        classifier: a `Classifier`.
-        dataset: a batched `tf.data.Dataset` of `(images, labels)`.
-        verbose: `predict`'s verbosity. Defaults to `0`.
-
-    Returns:
-        `(features, labels)` as NumPy arrays.
-    """
-    features = classifier.features.predict(dataset, verbose=verbose)
-    labels = np.concatenate([y for y in dataset.map(lambda x, y: y).as_numpy_iterator()])
-    return features, labels
-
-
 def fit_head(
     classifier, data, *, epochs, options=TrainingOptions(), cache_features=True,
-    backup_dir=None, feature_eval_batch_size=1024,
+    feature_cache=None, feature_batch_size=64, backup_dir=None, feature_eval_batch_size=1024,
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -180,7 +170,12 @@ def fit_head(
     validation images and the head trains on the pooled features (the same computation:
     the frozen backbone in inference mode and the parameter-free pooling are deterministic).
     Augmentation changes the images every epoch, so their features can't be cached: then,
-    as with `cache_features=False`, every epoch runs the backbone.
+    as with `cache_features=False`, every epoch runs the backbone. With `feature_cache`, the
+    features are also kept on disk (`kfound.features`), so that a rerun, a resumed run or
+    another head trial on the same backbone and data reads them back.
+
+    After the call, `classifier.features_report` says where the features came from:
+    `{"source": "computed" | "cache", "seconds": s}`, or `None` when none were cached.
 
     Args:
         classifier: a `Classifier`.
@@ -189,6 +184,11 @@ def fit_head(
         options: the shared `TrainingOptions` (learning rate, optimizer, callbacks, ...).
             Defaults to `TrainingOptions()`.
         cache_features: train on cached features when possible. Defaults to `True`.
+        feature_cache: a folder for the on-disk feature cache, or `None` to keep the
+            features in memory only. Defaults to `None`.
+        feature_batch_size: images per batch of the one pass that computes the features;
+            inference keeps no activations for backprop, so it affords bigger batches
+            than training. Defaults to `64`.
         backup_dir: the `BackupAndRestore` folder that makes training resumable. Defaults
             to `None`.
         feature_eval_batch_size: the batch size of the validation pass over cached
@@ -200,17 +200,15 @@ def fit_head(
         The training history, a dict of per-epoch lists with an `"epoch"` key
         (1-based epoch numbers: a resumed run lists only the epochs it ran).
     """
-    if isinstance(feature_eval_batch_size, bool) or not isinstance(
-        feature_eval_batch_size, int
-    ) or feature_eval_batch_size < 1:
-        raise ValueError("Argument `feature_eval_batch_size` must be a positive integer. "
-                         f"Received: feature_eval_batch_size={feature_eval_batch_size!r}")
+    check_positive_int("feature_eval_batch_size", feature_eval_batch_size)
+    check_positive_int("feature_batch_size", feature_batch_size)
     classifier.freeze_backbone()
+    classifier.features_report = None
     if cache_features and not data.augmented:
-        options.log(f"head: caching backbone features of {data.train_examples} training and "
-                    f"{data.val_examples} validation images (the backbone runs once)")
-        x, y = extract_features(classifier, data.train_unshuffled.batch(data.batch_size))
-        x_val, y_val = extract_features(classifier, data.val)
+        (x, y, x_val, y_val), classifier.features_report = cached_features(
+            classifier, data, feature_cache, batch_size=feature_batch_size,
+            verbose=options.verbose != 0, log=options.log,
+        )
         train = make_training_pipeline(
             tf.data.Dataset.from_tensor_slices((x, y)), data.num_classes, len(x),
             data.batch_size, balance=data.balance, seed=data.seed,
@@ -233,7 +231,8 @@ def fit_head(
 
 def fit_full(
     classifier, data, *, epochs, fine_tune_epochs, options=TrainingOptions(),
-    fine_tune_learning_rate=1e-5, unfreeze_from=None, cache_features=True, backup_dir=None,
+    fine_tune_learning_rate=1e-5, unfreeze_from=None, cache_features=True, feature_cache=None,
+    backup_dir=None,
 ):
     """State 3: the head on the frozen backbone, then the unfrozen backbone at a low rate.
 
@@ -255,6 +254,8 @@ def fit_full(
         fine_tune_learning_rate: phase-2 learning rate. Defaults to `1e-5`.
         unfreeze_from: see `Classifier.unfreeze`. Defaults to `None` (the whole backbone).
         cache_features: phase 1 trains on cached features when possible. Defaults to `True`.
+        feature_cache: phase 1's on-disk feature cache folder (see `fit_head`). Defaults to
+            `None`.
         backup_dir: the folder for the resumable state of both phases. Defaults to `None`.
 
     Returns:
@@ -262,10 +263,10 @@ def fit_full(
     """
     if backup_dir is None:
         first = fit_head(classifier, data, epochs=epochs, options=options,
-                         cache_features=cache_features)
+                         cache_features=cache_features, feature_cache=feature_cache)
     else:
         first = _resumable_phase1(classifier, data, epochs=epochs, options=options,
-                                  cache_features=cache_features,
+                                  cache_features=cache_features, feature_cache=feature_cache,
                                   backup_dir=os.fspath(backup_dir))
     index = classifier.unfreeze(unfreeze_from)
     options.log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
@@ -286,7 +287,8 @@ def fit_full(
     return history
 
 
-def _resumable_phase1(classifier, data, *, epochs, options, cache_features, backup_dir):
+def _resumable_phase1(classifier, data, *, epochs, options, cache_features, feature_cache,
+                      backup_dir):
     """Phase 1 of `fit_full`, whose finished head and history are kept until phase 2 ends."""
     head_path = os.path.join(backup_dir, "phase1_head.keras")
     history_path = os.path.join(backup_dir, "phase1_history.json")
@@ -296,7 +298,7 @@ def _resumable_phase1(classifier, data, *, epochs, options, cache_features, back
         with open(history_path, encoding="utf-8") as f:
             return json.load(f)
     first = fit_head(classifier, data, epochs=epochs, options=options,
-                     cache_features=cache_features,
+                     cache_features=cache_features, feature_cache=feature_cache,
                      backup_dir=os.path.join(backup_dir, "phase1"))
     io_utils.save_model(classifier.head, head_path)
     io_utils.write_json(history_path, first)

@@ -150,6 +150,13 @@ def build_parser():
                         help="resample so every class is equally likely (label shuffle)")
     parser.add_argument("--no-cache-features", action="store_true",
                         help="run the frozen backbone every head epoch instead of once")
+    parser.add_argument("--feature-cache", default=None,
+                        help="folder of the on-disk cache of backbone features, keyed by the "
+                             "backbone, its weights and the data; reused by reruns and "
+                             f"resumed runs (default: {runs.SAVED_MODELS}/features/, or "
+                             "<output>/features/ with --smoke)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="keep backbone features in memory only, never on disk")
     parser.add_argument("--model", default=None,
                         help="predict: a model.keras saved by this recipe")
     parser.add_argument("--images", default=None,
@@ -192,16 +199,16 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         verbose=0 if args.smoke else 2,
     )
     start = time.perf_counter()
+    features = {"cache_features": not args.no_cache_features,
+                "feature_cache": None if args.no_feature_cache else args.feature_cache}
     if state == "head":
         history = finetune.fit_head(classifier, data, epochs=args.epochs, options=options,
-                                    cache_features=not args.no_cache_features,
-                                    backup_dir=backup)
+                                    backup_dir=backup, **features)
     elif state == "full":
         history = finetune.fit_full(
             classifier, data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
             options=options, fine_tune_learning_rate=args.fine_tune_learning_rate,
-            unfreeze_from=args.unfreeze_from, cache_features=not args.no_cache_features,
-            backup_dir=backup)
+            unfreeze_from=args.unfreeze_from, backup_dir=backup, **features)
     else:
         history = finetune.fit_scratch(classifier, data,
                                        epochs=args.epochs + args.fine_tune_epochs,
@@ -226,6 +233,7 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         "trainable_params": finetune.trainable_params(classifier.model),
         "skipped_files": data.skipped_files,
         "image_size": data.image_size,
+        "features": classifier.features_report,
         "run_settings": settings,
     }
     prediction.save_classifier(classifier.model, data.class_names, folder)
@@ -305,6 +313,9 @@ def main(argv=None):
     if args.smoke:
         args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
     output = runs.start_run(args)
+    if args.feature_cache is None:
+        args.feature_cache = str(output / "features" if args.smoke
+                                 else os.path.join(runs.SAVED_MODELS, "features"))
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = finetune.distribution_strategy()
@@ -327,8 +338,10 @@ def main(argv=None):
     weights = resolve_weights(args, image_size, output)
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "
           f"validation images, {data.num_classes} classes, {data.skipped_files} files skipped")
+    # Where features are cached changes no result, so a rerun may move the cache.
     settings = {k: v for k, v in vars(args).items()
-                if k not in ("output", "state", "model", "images") and not k.startswith("_")}
+                if k not in ("output", "state", "model", "images", "feature_cache",
+                             "no_feature_cache") and not k.startswith("_")}
     if args.state != "all":
         return train_state(args.state, args, data, weights, str(output), settings, strategy)[0]
 

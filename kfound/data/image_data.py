@@ -23,6 +23,7 @@ Dataset specifications (`load_image_data(spec, ...)`):
 """
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
@@ -55,6 +56,10 @@ class ImageData:
         balance: whether the training pipeline resamples classes evenly.
         augmented: whether the training pipeline augments images.
         seed: the seed of shuffling and resampling.
+        fingerprint: what identifies the images and labels, for caches of what is computed
+            from them (`kfound.features`): the dataset, its split, its seed, and for a
+            folder a hash of its file list with sizes and modification times; for TFDS the
+            dataset's version.
     """
 
     train: tf.data.Dataset
@@ -70,6 +75,7 @@ class ImageData:
     balance: bool
     augmented: bool
     seed: int
+    fingerprint: dict
 
     @property
     def num_classes(self):
@@ -136,15 +142,17 @@ def load_image_data(
         train = _from_arrays(x, y, image_size)
         val = _from_arrays(x_val, y_val, image_size)
         counts, skipped = (len(x), len(x_val)), 0
+        fingerprint = {"seed": int(seed), "train_per_class": int(train_per_class)}
     elif spec.kind == "tfds:NAME":
-        train, val, class_names, counts = _from_tfds(
+        train, val, class_names, counts, fingerprint = _from_tfds(
             spec.target, image_size, validation_fraction, data_dir
         )
         skipped = 0
     else:
-        train, val, class_names, counts, skipped = _from_folder(
+        train, val, class_names, counts, skipped, fingerprint = _from_folder(
             spec.target, image_size, validation_fraction, seed
         )
+    fingerprint = {"dataset": str(spec), **fingerprint}
     if len(class_names) < 2:
         raise ValueError(
             "Argument `dataset` must have at least two classes to classify; found "
@@ -173,6 +181,7 @@ def load_image_data(
         skipped_files=int(skipped),
         image_size=int(image_size),
         spec=str(spec),
+        fingerprint=fingerprint,
     )
 
 
@@ -318,7 +327,8 @@ def _from_tfds(name, image_size, validation_fraction, data_dir):
             )
         )
     counts = tuple(_count(ds) for ds in loaded)
-    return loaded[0], loaded[1], list(label.names), counts
+    fingerprint = {"version": str(info.version), "splits": [train_split, val_split]}
+    return loaded[0], loaded[1], list(label.names), counts, fingerprint
 
 
 def _count(dataset):
@@ -359,12 +369,21 @@ def _from_folder(path, image_size, validation_fraction, seed):
         images = image_files_dataset(files, image_size)
         return tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
 
+    listing = hashlib.sha256()
+    for files in (train_files, val_files):
+        for name in files:
+            status = os.stat(name)
+            listing.update(f"{name}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        listing.update(b"--split--\n")
+    fingerprint = {"validation_fraction": float(validation_fraction), "seed": int(seed),
+                   "files": listing.hexdigest()}
     return (
         pipeline(train_files, train_labels),
         pipeline(val_files, val_labels),
         class_names,
         (len(train_files), len(val_files)),
         skipped,
+        fingerprint,
     )
 
 
