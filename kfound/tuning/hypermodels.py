@@ -307,10 +307,11 @@ class FinetuneHyperModel(kt.HyperModel):
     Feature caching: with no augmentation (search never augments), `fit_head` runs the
     frozen backbone once per trial over the training and validation images and trains the
     head on those cached features, so head epochs 2..N never run the backbone; phase 1 of
-    a `full` trial does the same. The cache lives for one trial: each trial builds its own
-    backbone (random initialisation differs, and `backbone`, `alpha`, `image_size` or
-    `weights` may be tuned), so features are not shared between trials. The decoded images
-    are: the data is loaded once per image size, and a tuned batch size rebatches it
+    a `full` trial does the same. With `feature_cache`, the features are kept on disk, keyed
+    by the backbone's weights and the data (`kfound.features`), so every trial on the same
+    pretrained backbone and image size reads the first one's; a randomly initialised
+    backbone differs in every trial, and computes its own. The decoded images are shared
+    too: the data is loaded once per image size, and a tuned batch size rebatches it
     (`kfound.data.rebatch`).
 
     An image size below a backbone's minimum, or `alpha` for a backbone outside the
@@ -325,6 +326,8 @@ class FinetuneHyperModel(kt.HyperModel):
         max_epochs: if set, caps `epochs` and `fine_tune_epochs` (the `--smoke` runs use 1).
         jit_compile: passed to `compile`. Defaults to `"auto"`.
         seed: the seed of the data's split, shuffling and resampling. Defaults to `0`.
+        feature_cache: the folder of the on-disk feature cache shared by the trials, or
+            `None` to keep each trial's features in memory. Defaults to `None`.
         name: the hypermodel's name.
 
     Example:
@@ -355,9 +358,10 @@ class FinetuneHyperModel(kt.HyperModel):
     }
 
     def __init__(self, dataset, space=None, epochs=10, max_epochs=None, jit_compile="auto",
-                 seed=0, name=None):
+                 seed=0, feature_cache=None, name=None):
         super().__init__(name=name)
         self.dataset = dataset
+        self.feature_cache = feature_cache
         self.space = space
         self.epochs = epochs
         self.max_epochs = max_epochs
@@ -439,10 +443,12 @@ class FinetuneHyperModel(kt.HyperModel):
         data = self.data(hp)
         epochs = self._capped(self.value(hp, "epochs"))
         if self.value(hp, "state") == "head":
-            history = finetune.fit_head(classifier, data, epochs=epochs, options=options)
+            history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
+                                        feature_cache=self.feature_cache)
         else:
             history = finetune.fit_full(
                 classifier, data, epochs=epochs, options=options,
+                feature_cache=self.feature_cache,
                 fine_tune_epochs=self._capped(self.value(hp, "fine_tune_epochs")),
                 fine_tune_learning_rate=self.value(hp, "fine_tune_learning_rate"),
                 unfreeze_from=float(self.value(hp, "unfreeze_from")),

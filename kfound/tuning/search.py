@@ -96,7 +96,7 @@ def load_data(smoke=False):
     return (x, y), (x_val, y_val)
 
 
-def hypermodel_inputs(search_space, smoke=False, seed=0):
+def hypermodel_inputs(search_space, smoke=False, seed=0, output=None):
     """The data of a space: its hypermodel's arguments and `tuner.search`'s.
 
     - `digits` (models `mlp` and `cnn`): `load_data`'s arrays, passed to `tuner.search`.
@@ -109,12 +109,17 @@ def hypermodel_inputs(search_space, smoke=False, seed=0):
         search_space: a `SearchSpace` (its `dataset` and `model` were checked together).
         smoke: take a small slice of `digits`. Defaults to `False`.
         seed: the seed of the image datasets' split and shuffling. Defaults to `0`.
+        output: the run folder; `finetune`'s head trials cache backbone features in its
+            `features/`, so trials on the same backbone compute them once. Defaults to
+            `None` (no cache on disk).
 
     Returns:
         `(hypermodel_kwargs, search_args, search_kwargs)`.
     """
     if search_space.dataset != "digits":
-        return {"dataset": search_space.dataset, "seed": seed}, (), {}
+        return ({"dataset": search_space.dataset, "seed": seed,
+                 "feature_cache": None if output is None else os.path.join(output, "features")},
+                (), {})
     (x, y), validation = load_data(smoke)
     return ({"input_shape": x.shape[1:], "num_classes": int(y.max()) + 1}, (x, y),
             {"validation_data": validation})
@@ -241,8 +246,8 @@ def main(argv=None):
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
 
-    model_kwargs, search_args, search_kwargs = hypermodel_inputs(search_space, args.smoke,
-                                                                 args.seed)
+    model_kwargs, search_args, search_kwargs = hypermodel_inputs(
+        search_space, args.smoke, args.seed, output=str(output))
     hypermodel = hypermodels.HYPERMODELS[search_space.model](
         **model_kwargs, space=search_space,
         epochs=args.epochs or 10, max_epochs=1 if args.smoke else None,
