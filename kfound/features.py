@@ -10,9 +10,10 @@ head trial of a search read them back instead.
 
 The key hashes:
 
-- the backbone: its name (which picks its preprocessing), its architecture (its config,
-  which holds the image size and `alpha`) and its weights (the arrays themselves, so a
-  weights file, ImageNet or a pretrained `SmallConvNet` are told apart by content);
+- the backbone: its name (which picks its preprocessing), its architecture (each layer's
+  config but its name, which holds the image size and `alpha`) and its weights (the
+  arrays themselves, so a weights file, ImageNet or a pretrained `SmallConvNet` are told
+  apart by content);
 - the data: `ImageData.fingerprint` (the file list with sizes and modification times;
   the TFDS name, splits and version; the embedded task and its seed), and the image size;
 - Keras's version and backend, which may change the numbers in the last digits.
@@ -65,7 +66,7 @@ def backbone_features(classifier, dataset, batch_size, examples=None, verbose=0)
         seen += count
         if progress is not None:
             progress.update(seen)
-    if progress is not None:
+    if progress is not None and seen != examples:  # a bar that reached its target is closed
         progress.update(seen, finalize=True)
     if not features:
         width = classifier.features.output_shape[-1]
@@ -84,7 +85,11 @@ def cache_key(classifier, data):
         array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
         weights.update(str((variable.path, array.shape, array.dtype.str)).encode())
         weights.update(array.tobytes())
-    config = json.dumps(classifier.backbone.get_config(), sort_keys=True, default=str)
+    # Layer names are left out: Keras numbers unnamed layers anew in each build.
+    layers = [{k: v for k, v in layer.get_config().items() if k != "name"}
+              for layer in classifier.backbone.layers]
+    config = json.dumps([type(classifier.backbone).__name__, layers], sort_keys=True,
+                        default=str)
     parts = {
         "format": FORMAT,
         "backbone": classifier.backbone_name,

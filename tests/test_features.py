@@ -90,3 +90,10 @@ def test_bad_feature_batch_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"`feature_batch_size` must be a positive integer\. "
                                          r"Received: feature_batch_size=0"):
         finetune.fit_head(small_classifier(loaded), loaded, epochs=1, feature_batch_size=0)
+
+
+def test_the_same_backbone_built_twice_shares_its_entry():
+    loaded = embedded_data()
+    first, second = small_classifier(loaded), small_classifier(loaded)
+    second.backbone.set_weights(first.backbone.get_weights())
+    assert features.cache_key(first, loaded)[0] == features.cache_key(second, loaded)[0]
