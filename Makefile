@@ -19,9 +19,15 @@ $(STAMP): setup.cfg pyproject.toml
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Every test under TensorFlow; under JAX and torch, what users of those backends run: the
+# layers, initializers, callbacks, fine-tuning, and the recipes' and search's smoke tests.
+BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data tests/recipes \
+	tests/tuning tests/test_features.py tests/test_finetune.py tests/test_import.py
+
 test: lint
 	$(TEST_ENV) KERAS_BACKEND=tensorflow $(PY) -m pytest -n $(PYTEST_WORKERS) tests
-	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -n $(PYTEST_WORKERS) tests/layers tests/initializers
+	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -n $(PYTEST_WORKERS) $(BACKEND_TESTS)
+	$(TEST_ENV) KERAS_BACKEND=torch $(PY) -m pytest -n $(PYTEST_WORKERS) $(BACKEND_TESTS)
 
 # The offline fine-tuning demo: embedded digits, every state, and the comparison table.
 demo: $(STAMP)
