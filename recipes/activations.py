@@ -65,7 +65,7 @@ import keras
 import numpy as np
 
 from kfound import datasets, io_utils, runs, theory
-from kfound.callbacks import ActivationMonitor, EpochTimer
+from kfound.callbacks import ActivationMonitor, EpochTimer, diagnostics
 
 TIMED = ("relu", "sigmoid", "tanh")
 
@@ -97,8 +97,7 @@ def build_model(activation, depth, width, learning_rate, seed, leaky_slope=0.01)
 
 def pre_activations(model, x):
     """The outputs of every hidden Dense layer on `x`, as NumPy arrays."""
-    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None) is not None:
-        model.jax_state_sync()  # during fit, JAX keeps the weights outside the model
+    diagnostics.sync_jax_state(model)  # during fit, JAX keeps the weights outside the model
     if model not in _PROBES:  # one probe per model: building one per call would retrace
         dense = [layer for layer in model.layers if layer.name.startswith("dense_")]
         _PROBES[model] = keras.Model(model.inputs, [layer.output for layer in dense])
