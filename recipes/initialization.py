@@ -95,7 +95,10 @@ def build_model(init, activation, bias, args, seed):
 def layer_stds(model, x):
     hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
     probe = keras.Model(model.inputs, [layer.output for layer in hidden])
-    return [float(np.std(np.asarray(v), dtype="float64")) for v in probe.predict_on_batch(x)]
+    # Called directly, not through predict: one forward pass per model needs no compiled
+    # function (eight of them would make TensorFlow warn about retracing).
+    values = probe(keras.ops.convert_to_tensor(x))
+    return [float(np.std(keras.ops.convert_to_numpy(v), dtype="float64")) for v in values]
 
 
 def std_rows(x_val, args):
