@@ -177,9 +177,9 @@ def main(argv=None):
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[300, 1347],
                         help="training digits, one experiment each, at most 1347 "
                              "(default: 300 1347)")
-    parser.add_argument("--steps", type=int, default=800,
+    parser.add_argument("--steps", type=int, default=400,
                         help="training steps of batch 32, rounded up to whole epochs "
-                             "(default: 800)")
+                             "(default: 400)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     args = parser.parse_args(argv)
     _check_positive("steps", args.steps)
