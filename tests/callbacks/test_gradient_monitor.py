@@ -126,7 +126,7 @@ def test_tf_data_jit_compile_and_current_batch_leave_training_unchanged():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TF train-step hook")
 def test_the_train_steps_own_gradients_are_recorded_and_the_hook_is_removed():
-    from kfound.callbacks import gradient_monitor
+    from kfound.callbacks import gradient_pass
 
     model = _mlp(lr=0.0)
     model.fit(X, Y, batch_size=96, epochs=1, verbose=0)
@@ -138,7 +138,7 @@ def test_the_train_steps_own_gradients_are_recorded_and_the_hook_is_removed():
     np.testing.assert_allclose(monitor.history["grad_norm"], [expected] * 2, rtol=1e-4)
     loss = float(model.compute_loss(x=X, y=Y, y_pred=model(X)))
     np.testing.assert_allclose(monitor.history["loss"], [loss] * 2, rtol=1e-5)
-    assert model not in gradient_monitor._STATS_FNS  # no extra forward and backward pass
+    assert model not in gradient_pass._PASSES  # no extra forward and backward pass
     assert model.train_function is original
     assert "apply" not in vars(model.optimizer) and "scale_loss" not in vars(model.optimizer)
 
