@@ -31,8 +31,9 @@ _CAUSES = {
     "symmetric": (
         "Units with identical incoming weights compute identical outputs and receive "
         "identical updates, so they never become different: the layer behaves as one unit "
-        "(the chapter's weight initialization: \"all initialized to the same value\"). Cause: a constant (for example all-zero) initialization. Use a "
-        "random initializer such as Glorot or He."
+        "(the textbook chapter's weight initialization, \"all initialized to the same "
+        "value\"). Cause: a constant (for example all-zero) initialization. Use a random "
+        "initializer such as Glorot or He."
     ),
 }
 
@@ -54,13 +55,13 @@ class ActivationMonitor(monitor.Monitor):
     - `symmetric_fraction` (layers with a `kernel`): the share of units that have a twin,
       another unit of the layer with the same incoming weights, bias and outputs on the
       probe, up to `symmetry_tolerance` (the constant-initialization trap);
-    - `drift` (internal covariate shift, Ioffe and Szegedy 2015): how far the distribution of the layer's
-      input moved since the previous epoch end: the root-mean-square over input units of
-      the shift of each unit's mean, divided by the spread of all the layer's input values
-      (`sqrt((var_t + var_{t-1}) / 2)`), so in standard deviations of the input. It is
-      recorded at epoch ends (`nan` elsewhere and in the first epoch); a fixed probe makes
-      it measure the network, not the data. Per-unit standardization was rejected: a
-      saturated or dead unit has almost no spread and would dominate the mean.
+    - `drift` (internal covariate shift, Ioffe and Szegedy 2015): how far the distribution
+      of the layer's input moved since the previous epoch end: the root-mean-square over
+      input units of the shift of each unit's mean, divided by the spread of all the
+      layer's input values (`sqrt((var_t + var_{t-1}) / 2)`), so in standard deviations of
+      the input. It is recorded at epoch ends (`nan` elsewhere and in the first epoch); a
+      fixed probe makes it measure the network, not the data. Per-unit standardization was
+      rejected: a saturated or dead unit has almost no spread and would dominate the mean.
 
     Dead, saturated and symmetric layers are reported once per `fit` as an
     `ActivationWarning` naming the layers, the numbers and the likely causes.

@@ -72,6 +72,7 @@ def split_probe(probe_data, need_y):
     """Checks `probe_data` and returns `(x, y, sample_weight)` as backend tensors."""
     if probe_data is None:
         return None
+    received = probe_data
     if _is_tf_dataset(probe_data):
         probe_data = next(iter(probe_data), None)
         if probe_data is None:
@@ -95,7 +96,7 @@ def split_probe(probe_data, need_y):
         # An empty batch has no statistics: every unit would look dead.
         raise ValueError(
             "Argument `probe_data` must hold at least one example. "
-            f"Received: probe_data={_describe(probe_data)}"
+            f"Received: probe_data={_describe(received)}"
         )
     return tuple(
         None if t is None else keras.ops.convert_to_tensor(t) for t in (x, y, sample_weight)
@@ -124,7 +125,7 @@ def _is_tf_dataset(value):
 
 
 def _describe(value):
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return "(" + ", ".join(_describe(v) for v in value) + ")"
     shape = getattr(value, "shape", None)
     return f"<array of shape {tuple(shape)}>" if shape is not None else repr(value)

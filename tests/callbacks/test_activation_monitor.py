@@ -32,6 +32,11 @@ def _model(activation="relu", units=6, kernel="glorot_uniform", bias="zeros", ou
                                  r"Received: dead_fraction=1\.5$"),
         ({"saturation_threshold": 0}, r"Received: saturation_threshold=0$"),
         ({"probe_data": (X, Y, Y, Y)}, r"Received: probe_data=\(<array of shape \(64, 5\)>"),
+        # An empty probe has no statistics (every unit would look dead): refused.
+        ({"probe_data": X[:0]}, r"`probe_data` must hold at least one example\. "
+                                r"Received: probe_data=<array of shape \(0, 5\)>$"),
+        ({"probe_data": (X[:0], Y[:0])}, r"Received: probe_data=\(<array of shape \(0, 5\)>, "
+                                         r"<array of shape \(0,\)>\)$"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -131,6 +136,14 @@ def test_constant_init_is_diagnosed_symmetric_and_random_init_is_not():
         model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
     np.testing.assert_array_equal(monitor.history["symmetric_fraction"], 0.0)
     np.testing.assert_array_equal(monitor.history["step"], [2, 4, 4])
+
+
+def test_an_empty_probe_dataset_is_refused():
+    tf = pytest.importorskip("tensorflow")
+    empty = tf.data.Dataset.from_tensor_slices(X).take(0).batch(8)
+    with pytest.raises(ValueError, match=r"must hold at least one example, but the dataset is "
+                                         r"empty\. Received: probe_data=<an empty"):
+        ActivationMonitor(probe_data=empty)
 
 
 @pytest.mark.parametrize("activations_first", [True, False])
