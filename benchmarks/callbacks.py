@@ -17,34 +17,50 @@ monitors' own cost.
 Also measured: the bytes `GradientMonitor` holds per history sample (tracemalloc over many
 samples), which is all that grows with training.
 
+Keras picks its backend once per process, so the script runs one subprocess per backend
+(`--backends`, default all three: TensorFlow, JAX and torch) and prints one JSON line with
+each backend's ratios under its name. Goal for every backend (issue 12): default settings
+<= 1.05. On TensorFlow the monitor records the train step's own gradients; on JAX and torch
+a sample is one extra forward and backward pass.
+
+    python benchmarks/callbacks.py                    # all three backends
+    python benchmarks/callbacks.py --backends jax --quick
+
 Prints one JSON line, for example:
-{"gradient_monitor_default": 1.01, "gradient_monitor_every_batch": 1.3, ...}
+{"tensorflow": {"gradient_monitor_default": 1.01, ...}, "jax": {...}, "torch": {...}}
 """
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
-import keras
 import numpy as np
 
-from kfound.callbacks import ActivationMonitor, GradientMonitor
-from kfound.data import load_digits
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
-class BatchEndNoOp(keras.callbacks.Callback):
-    """Does nothing, but has an `on_train_batch_end`, as the monitors do (and as the
-    progress bar of `verbose=1` does): Keras then hands batch logs to callbacks on the main
-    thread instead of a helper thread. Timing `fit` with it isolates the monitors' own cost
-    from that switch."""
+def batch_end_no_op():
+    """A callback that does nothing, but has an `on_train_batch_end`, as the monitors do
+    (and as the progress bar of `verbose=1` does): Keras then hands batch logs to callbacks
+    on the main thread instead of a helper thread. Timing `fit` with it isolates the
+    monitors' own cost from that switch."""
+    import keras
 
-    def on_train_batch_end(self, batch, logs=None):
-        pass
+    class BatchEndNoOp(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return BatchEndNoOp()
 
 
 def build_cnn():
+    import keras
+
     model = keras.Sequential([
         keras.Input((8, 8, 1)),
         keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
@@ -60,6 +76,8 @@ def build_cnn():
 
 
 def bytes_per_sample(model, x, y, samples):
+    from kfound.callbacks import GradientMonitor
+
     monitor = GradientMonitor(every_n_batches=1)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])  # warm up
     steps = int(np.ceil(len(x) / 32))
@@ -75,21 +93,19 @@ def bytes_per_sample(model, x, y, samples):
     return (after - before) / (count_after - count_before), len(monitor.history["layers"])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=16, help="alternating rounds (default 16)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per fit (default 5)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 epochs")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.epochs = 2, 2
+def measure(rounds, epochs):
+    """This process's backend: the ratios, as a dict."""
+    import keras
+
+    from kfound.callbacks import ActivationMonitor, GradientMonitor
+    from kfound.data import load_digits
+
     keras.utils.set_random_seed(0)
     (x, y), _ = load_digits(images=True)
     model = build_cnn()
     configs = {
         "none": lambda: [],
-        "same_dispatch": lambda: [BatchEndNoOp()],
+        "same_dispatch": lambda: [batch_end_no_op()],
         "gradient_monitor_default": lambda: [GradientMonitor()],
         "gradient_monitor_every_batch": lambda: [GradientMonitor(every_n_batches=1)],
         "activation_monitor_default": lambda: [ActivationMonitor(probe_data=x[:256])],
@@ -97,7 +113,7 @@ def main(argv=None):
 
     def timed_fit(name):
         start = time.perf_counter()
-        model.fit(x, y, batch_size=32, epochs=args.epochs, verbose=0, callbacks=configs[name]())
+        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=configs[name]())
         return time.perf_counter() - start
 
     for name in configs:
@@ -105,7 +121,7 @@ def main(argv=None):
     monitors = [name for name in configs if name.endswith(("_default", "_every_batch"))]
     ratios = {name: [] for name in monitors}
     ratios.update({f"{name}_vs_same_dispatch": [] for name in monitors})
-    for round_ in range(args.rounds):
+    for round_ in range(rounds):
         # Reverse the order every other round, so a slow drift of the machine cancels out.
         order = list(configs) if round_ % 2 == 0 else list(reversed(configs))
         seconds = {name: timed_fit(name) for name in order}
@@ -117,6 +133,40 @@ def main(argv=None):
     result["gradient_monitor_bytes_per_sample"] = round(per_sample, 1)
     result["layers"] = layers
     result["steps_per_epoch"] = int(np.ceil(len(x) / 32))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=16, help="alternating rounds (default 16)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per fit (default 5)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 epochs")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated Keras backends, one subprocess each "
+                             "(default: all three)")
+    parser.add_argument("--this-process", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs = 2, 2
+    backends = [b for b in args.backends.split(",") if b]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown or not backends:
+        parser.error(f"argument --backends must name some of {', '.join(BACKENDS)}. "
+                     f"Received: --backends={args.backends!r}")
+    if args.this_process:
+        print(json.dumps(measure(args.rounds, args.epochs)))
+        return None
+    result = {}
+    for backend in backends:
+        print(f"measuring {backend}...", file=sys.stderr)
+        command = [sys.executable, os.path.abspath(__file__), "--this-process",
+                   "--rounds", str(args.rounds), "--epochs", str(args.epochs)]
+        done = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=backend),
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"benchmarks/callbacks.py: the {backend} run failed:\n{done.stderr[-3000:]}")
+        result[backend] = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(result))
     return result
 

@@ -64,8 +64,9 @@ import weakref
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
 from kfound.callbacks import ActivationMonitor, EpochTimer, diagnostics
+from kfound.data import load_digits
 
 TIMED = ("relu", "sigmoid", "tanh")
 
@@ -394,7 +395,7 @@ def main(argv=None):
         args.shock_learning_rates, args.shock_epochs, args.recovery_epochs = [1.0], 1, 1
         args.seeds, args.timing_repeats = 1, 1
     output = runs.start_run(args)
-    data = datasets.load_digits(images=False, seed=args.seed)
+    data = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
         data = (x[:256], y[:256]), (x_val[:128], y_val[:128])

@@ -47,7 +47,8 @@ import math
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
+from kfound.data import load_digits
 from kfound.initializers import SparseInitializer
 
 INITS = ("randn_0.01", "randn_over_sqrt_n", "he", "sparse")
@@ -285,7 +286,7 @@ def main(argv=None):
     if args.smoke:
         args.depth, args.width, args.epochs, args.seeds = 4, 16, 1, 1
     output = runs.start_run(args)
-    data = datasets.load_digits(images=False, seed=args.seed)
+    data = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
         data = (x[:256], y[:256]), (x_val[:128], y_val[:128])

@@ -50,7 +50,8 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
+from kfound.data import load_digits
 from kfound.layers import LocallyConnected2D
 
 CANVAS = 16
@@ -192,7 +193,7 @@ def main(argv=None):
     if args.smoke:
         args.train_sizes, args.steps, args.seeds = [64], 2, 1
     output = runs.start_run(args)
-    (x, y), (x_test, y_test) = datasets.load_digits(images=True, seed=args.seed)
+    (x, y), (x_test, y_test) = load_digits(images=True, seed=args.seed)
     if args.smoke:
         x_test, y_test = x_test[:128], y_test[:128]
 

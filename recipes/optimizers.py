@@ -61,8 +61,9 @@ import math
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
 from kfound.callbacks import EpochTimer
+from kfound.data import load_digits
 
 OPTIMIZERS = {
     "sgd": lambda lr: keras.optimizers.SGD(lr),
@@ -224,7 +225,7 @@ def main(argv=None):
         args.select_epochs, args.epochs, args.width = 1, 2, 16
         args.target_accuracy = min(args.target_accuracy, 0.2)
     output = runs.start_run(args)
-    (x, y), validation = datasets.load_digits(images=False, seed=args.seed)
+    (x, y), validation = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), validation = (x[:256], y[:256]), (validation[0][:128], validation[1][:128])
     from sklearn.model_selection import train_test_split

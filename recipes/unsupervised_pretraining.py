@@ -52,7 +52,8 @@ import math
 import keras
 import numpy as np
 
-from kfound import datasets, io_utils, runs, theory
+from kfound import io_utils, runs, theory
+from kfound.data import load_digits
 
 NETS = ("sigmoid", "relu_he")
 INITS = ("random", "pretrained")
@@ -206,7 +207,7 @@ def main(argv=None):
         args.labels_per_class, args.depth, args.width = [2], 2, 8
         args.pretrain_epochs, args.steps, args.seeds = 1, 2, 1
     output = runs.start_run(args)
-    (x, y), test = datasets.load_digits(images=False, seed=args.seed)
+    (x, y), test = load_digits(images=False, seed=args.seed)
     if args.smoke:
         x, y, test = x[:256], y[:256], (test[0][:128], test[1][:128])
 

@@ -1,23 +1,29 @@
+"""ActivationMonitor: per-layer activation statistics on a probe batch, and what they say
+is wrong."""
+
 import weakref
 
 import keras
 import numpy as np
 
 from kfound import io_utils
-from kfound.callbacks import diagnostics
-from kfound.callbacks.diagnostics import ActivationWarning
+from kfound.callbacks import monitor
+from kfound.callbacks.monitor import ActivationWarning
+from kfound.callbacks.step_tap import StepTap, unpack_batch
 
 _STATS = ("mean", "std", "dead_fraction", "saturated_fraction", "symmetric_fraction", "drift")
 
 _CAUSES = {
     "dead_relu": (
         "ReLU units whose input stays negative get zero gradient and stop learning "
-        "(seed §3.4.6, §3.4.8). Likely causes: a learning rate too large, a large negative "
+        "(Maas et al. 2013, \"Rectifier nonlinearities improve neural network acoustic "
+        "models\"). Likely causes: a learning rate too large, a large negative "
         "bias, an initialization too small or too large. Try a lower learning rate, He "
         "initialization or LeakyReLU."
     ),
     "saturated": (
-        "Saturated sigmoid/tanh units pass almost no gradient back (seed §3.6.2, §3.4.11). "
+        "Saturated sigmoid/tanh units pass almost no gradient back (Glorot and Bengio 2010, "
+        "\"Understanding the difficulty of training deep feedforward neural networks\"). "
         "Likely causes: unnormalized inputs, weights too large, a deep stack of saturating "
         "activations. Normalize the inputs, use Glorot initialization, add "
         "BatchNormalization or use ReLU."
@@ -25,13 +31,14 @@ _CAUSES = {
     "symmetric": (
         "Units with identical incoming weights compute identical outputs and receive "
         "identical updates, so they never become different: the layer behaves as one unit "
-        "(seed §3.8.1-3.8.2). Cause: a constant (for example all-zero) initialization. Use a "
-        "random initializer such as Glorot or He."
+        "(the textbook chapter's weight initialization, \"all initialized to the same "
+        "value\"). Cause: a constant (for example all-zero) initialization. Use a random "
+        "initializer such as Glorot or He."
     ),
 }
 
 
-class ActivationMonitor(diagnostics.Monitor):
+class ActivationMonitor(monitor.Monitor):
     """Records per-layer activation statistics on a probe batch and diagnoses what is wrong.
 
     At the end of each epoch (and every `every_n_batches` batches if set) the monitor runs
@@ -47,14 +54,14 @@ class ActivationMonitor(diagnostics.Monitor):
       sigmoid, `|a| > 0.95` for tanh);
     - `symmetric_fraction` (layers with a `kernel`): the share of units that have a twin,
       another unit of the layer with the same incoming weights, bias and outputs on the
-      probe, up to `symmetry_tolerance` (the constant-initialization trap, §3.8.1-3.8.2);
-    - `drift` (§3.14, internal covariate shift): how far the distribution of the layer's
-      input moved since the previous epoch end: the root-mean-square over input units of
-      the shift of each unit's mean, divided by the spread of all the layer's input values
-      (`sqrt((var_t + var_{t-1}) / 2)`), so in standard deviations of the input. It is
-      recorded at epoch ends (`nan` elsewhere and in the first epoch); a fixed probe makes
-      it measure the network, not the data. Per-unit standardization was rejected: a
-      saturated or dead unit has almost no spread and would dominate the mean.
+      probe, up to `symmetry_tolerance` (the constant-initialization trap);
+    - `drift` (internal covariate shift, Ioffe and Szegedy 2015): how far the distribution
+      of the layer's input moved since the previous epoch end: the root-mean-square over
+      input units of the shift of each unit's mean, divided by the spread of all the
+      layer's input values (`sqrt((var_t + var_{t-1}) / 2)`), so in standard deviations of
+      the input. It is recorded at epoch ends (`nan` elsewhere and in the first epoch); a
+      fixed probe makes it measure the network, not the data. Per-unit standardization was
+      rejected: a saturated or dead unit has almost no spread and would dominate the mean.
 
     Dead, saturated and symmetric layers are reported once per `fit` as an
     `ActivationWarning` naming the layers, the numbers and the likely causes.
@@ -125,8 +132,8 @@ class ActivationMonitor(diagnostics.Monitor):
                 raise ValueError(
                     f"Argument `{name}` must be a number in [0, 1). Received: {name}={value!r}"
                 )
-        diagnostics.check_positive("saturation_threshold", saturation_threshold)
-        diagnostics.check_positive("symmetry_tolerance", symmetry_tolerance)
+        monitor.check_positive("saturation_threshold", saturation_threshold)
+        monitor.check_positive("symmetry_tolerance", symmetry_tolerance)
         super().__init__(every_n_batches, on_problem, verbose, allow_none=True)
         self.probe_data = probe_data
         self.dead_fraction = dead_fraction
@@ -134,7 +141,8 @@ class ActivationMonitor(diagnostics.Monitor):
         self.saturated_fraction = saturated_fraction
         self.symmetric_fraction = symmetric_fraction
         self.symmetry_tolerance = symmetry_tolerance
-        self._probe = diagnostics.split_probe(probe_data, need_y=False)
+        self._probe = monitor.split_probe(probe_data, need_y=False)
+        self._tap = None
 
     @property
     def history(self):
@@ -150,23 +158,28 @@ class ActivationMonitor(diagnostics.Monitor):
                 "a built functional or Sequential model. "
                 f"Received: model={model.name!r} of type {type(model).__name__}"
             )
-        diagnostics.require_trainable_layers(model, "ActivationMonitor")
+        monitor.require_trainable_layers(model, "ActivationMonitor")
         if self._probe is not None:
-            diagnostics.check_probe_shape(model, self._probe[0])
+            monitor.check_probe_shape(model, self._probe[0])
         self._build_probe_model(model)
         self._reset()
         self._previous_inputs = [None] * len(self._layers)
         self._x = None if self._probe is None else self._probe[0]
-        self._tap = diagnostics.BatchTap.attach(model) if self._x is None else None
+        self._release()
+        StepTap.clear(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._x is None and self._tap is None:
+            self._tap = StepTap.arm(self.model, keep_batch=True)
+
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
         if self._tap is not None:
-            self._x = diagnostics.unpack_batch(self._tap.batch)[0]
-            self._release_tap()
+            self._x = unpack_batch(self._tap.batch)[0]
+            self._release()
         if self.every_n_batches and self._step % self.every_n_batches == 0:
             self._sample(epoch_end=False)
 
@@ -183,11 +196,11 @@ class ActivationMonitor(diagnostics.Monitor):
             )
 
     def on_train_end(self, logs=None):
-        self._release_tap()
+        self._release()
 
-    def _release_tap(self):
+    def _release(self):
         if self._tap is not None:
-            self._tap.detach()
+            self._tap.disarm()
             self._tap = None
 
     # -- Sampling -------------------------------------------------------------------------
@@ -204,7 +217,7 @@ class ActivationMonitor(diagnostics.Monitor):
         _, self._probe_model, self._output_slots, self._input_slots = cached
 
     def _sample(self, epoch_end):
-        diagnostics.sync_jax_state(self.model)
+        monitor.sync_jax_state(self.model)
         values = self._probe_model.predict_on_batch(self._x)
         values = [np.asarray(v, dtype="float32") for v in values]
         stats = {name: np.full(len(self._layers), np.nan) for name in _STATS}
@@ -310,7 +323,7 @@ class ActivationMonitor(diagnostics.Monitor):
         history = self._history_to_plot(path)
         figure = Figure(figsize=(12, 6.5), layout="constrained")
         grid = figure.subplots(2, 3, sharex=True)
-        colours = diagnostics.layer_colours(len(history["layers"]))
+        colours = monitor.layer_colours(len(history["layers"]))
         for axes, stat in zip(grid.flat, _STATS, strict=True):
             for i, name in enumerate(history["layers"]):
                 series = history[stat][:, i]

@@ -32,6 +32,11 @@ def _model(activation="relu", units=6, kernel="glorot_uniform", bias="zeros", ou
                                  r"Received: dead_fraction=1\.5$"),
         ({"saturation_threshold": 0}, r"Received: saturation_threshold=0$"),
         ({"probe_data": (X, Y, Y, Y)}, r"Received: probe_data=\(<array of shape \(64, 5\)>"),
+        # An empty probe has no statistics (every unit would look dead): refused.
+        ({"probe_data": X[:0]}, r"`probe_data` must hold at least one example\. "
+                                r"Received: probe_data=<array of shape \(0, 5\)>$"),
+        ({"probe_data": (X[:0], Y[:0])}, r"Received: probe_data=\(<array of shape \(0, 5\)>, "
+                                         r"<array of shape \(0,\)>\)$"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -99,7 +104,7 @@ def test_dead_relus_are_diagnosed():
     model = _model("relu", bias=keras.initializers.Constant(-10.0))
     monitor = ActivationMonitor(probe_data=X)
     with pytest.warns(ActivationWarning, match=r"'hidden' \(100%\) has more than 50% of its "
-                                               r"ReLU units dead.*§3\.4\.6.*LeakyReLU"):
+                                               r"ReLU units dead.*Maas et al.*LeakyReLU"):
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[monitor])
     assert monitor.problems[0]["kind"] == "dead_relu"
 
@@ -108,7 +113,7 @@ def test_saturated_sigmoids_are_diagnosed():
     model = _model("sigmoid", kernel=keras.initializers.RandomNormal(stddev=30.0))
     monitor = ActivationMonitor(probe_data=X, on_problem="raise")
     with pytest.raises(ActivationWarning, match=r"'hidden' \(\d+%\) has more than 50% of its "
-                                                r"outputs saturated.*§3\.6\.2"):
+                                                r"outputs saturated.*Glorot and Bengio"):
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[monitor])
 
 
@@ -131,6 +136,14 @@ def test_constant_init_is_diagnosed_symmetric_and_random_init_is_not():
         model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
     np.testing.assert_array_equal(monitor.history["symmetric_fraction"], 0.0)
     np.testing.assert_array_equal(monitor.history["step"], [2, 4, 4])
+
+
+def test_an_empty_probe_dataset_is_refused():
+    tf = pytest.importorskip("tensorflow")
+    empty = tf.data.Dataset.from_tensor_slices(X).take(0).batch(8)
+    with pytest.raises(ValueError, match=r"must hold at least one example, but the dataset is "
+                                         r"empty\. Received: probe_data=<an empty"):
+        ActivationMonitor(probe_data=empty)
 
 
 @pytest.mark.parametrize("activations_first", [True, False])

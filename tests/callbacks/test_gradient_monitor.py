@@ -126,7 +126,7 @@ def test_tf_data_jit_compile_and_current_batch_leave_training_unchanged():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TF train-step hook")
 def test_the_train_steps_own_gradients_are_recorded_and_the_hook_is_removed():
-    from kfound.callbacks import gradient_monitor
+    from kfound.callbacks import gradient_pass
 
     model = _mlp(lr=0.0)
     model.fit(X, Y, batch_size=96, epochs=1, verbose=0)
@@ -138,7 +138,7 @@ def test_the_train_steps_own_gradients_are_recorded_and_the_hook_is_removed():
     np.testing.assert_allclose(monitor.history["grad_norm"], [expected] * 2, rtol=1e-4)
     loss = float(model.compute_loss(x=X, y=Y, y_pred=model(X)))
     np.testing.assert_allclose(monitor.history["loss"], [loss] * 2, rtol=1e-5)
-    assert model not in gradient_monitor._STATS_FNS  # no extra forward and backward pass
+    assert model not in gradient_pass._PASSES  # no extra forward and backward pass
     assert model.train_function is original
     assert "apply" not in vars(model.optimizer) and "scale_loss" not in vars(model.optimizer)
 
@@ -263,7 +263,7 @@ def test_nan_mid_training_is_named_and_stops_training(on_problem):
 
 
 def test_tensorboard_scalars_and_histograms_are_written(tmp_path):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")
 
     model = _mlp()
     monitor = GradientMonitor(every_n_batches=2, log_dir=tmp_path / "tb")
@@ -277,6 +277,25 @@ def test_tensorboard_scalars_and_histograms_are_written(tmp_path):
     assert tags["grad_norm/d0"] == "scalars"
     assert tags["update_ratio/out"] == "scalars"
     assert tags["gradients/d1"] == "histograms"
+
+
+def test_an_unwritable_log_dir_fails_at_train_begin_naming_it(tmp_path):
+    pytest.importorskip("tensorflow")
+    # A folder under a regular file: unwritable for root too.
+    (tmp_path / "file").write_text("")
+    log_dir = tmp_path / "file" / "tb"
+    model = _mlp()
+    model.fit(X, Y, batch_size=32, epochs=1, verbose=0)
+    weights, original = model.get_weights(), model.train_function
+    monitor = GradientMonitor(every_n_batches=1, log_dir=log_dir)
+    with pytest.raises(ValueError, match=r"`log_dir` must be a folder GradientMonitor can "
+                                         r"create and write TensorBoard files in, but "
+                                         rf"'{log_dir}' is not \(.+\)\. "
+                                         rf"Received: log_dir='{log_dir}'$"):
+        model.fit(X, Y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    for before, after in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)  # refused before the first step
+    assert model.train_function is original
 
 
 def test_plot_writes_a_png_and_needs_samples(tmp_path):

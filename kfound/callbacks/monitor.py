@@ -1,7 +1,6 @@
-"""What the training-diagnostics callbacks share: warning classes, argument checks, the
-probe batch, the `on_problem` policy and the `Monitor` base class."""
+"""The `Monitor` base class of the training-diagnostics callbacks, and what they share:
+warning classes, argument checks, the probe batch and the `on_problem` policy."""
 
-import itertools
 import os
 import warnings
 
@@ -73,8 +72,14 @@ def split_probe(probe_data, need_y):
     """Checks `probe_data` and returns `(x, y, sample_weight)` as backend tensors."""
     if probe_data is None:
         return None
+    received = probe_data
     if _is_tf_dataset(probe_data):
-        probe_data = next(iter(probe_data))
+        probe_data = next(iter(probe_data), None)
+        if probe_data is None:
+            raise ValueError(
+                "Argument `probe_data` must hold at least one example, but the dataset is "
+                "empty. Received: probe_data=<an empty tf.data.Dataset>"
+            )
     if isinstance(probe_data, list):
         probe_data = tuple(probe_data)
     if not isinstance(probe_data, tuple):
@@ -86,6 +91,13 @@ def split_probe(probe_data, need_y):
             f"such batches. Received: probe_data={_describe(probe_data)}"
         )
     x, y, sample_weight = (tuple(probe_data) + (None, None))[:3]
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) and shape[0] == 0:
+        # An empty batch has no statistics: every unit would look dead.
+        raise ValueError(
+            "Argument `probe_data` must hold at least one example. "
+            f"Received: probe_data={_describe(received)}"
+        )
     return tuple(
         None if t is None else keras.ops.convert_to_tensor(t) for t in (x, y, sample_weight)
     )
@@ -113,7 +125,7 @@ def _is_tf_dataset(value):
 
 
 def _describe(value):
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return "(" + ", ".join(_describe(v) for v in value) + ")"
     shape = getattr(value, "shape", None)
     return f"<array of shape {tuple(shape)}>" if shape is not None else repr(value)
@@ -121,7 +133,7 @@ def _describe(value):
 
 def sync_jax_state(model):
     """On JAX, fit keeps the weights outside the model; write them back before reading."""
-    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None) is not None:
+    if keras.backend.backend() == "jax":
         model.jax_state_sync()
 
 
@@ -146,6 +158,10 @@ class Monitor(keras.callbacks.Callback):
         self._reporter = Reporter(self, self.warning_category)
         self._rows = []
         self._layer_names = []
+
+    def _release(self):
+        """Undoes what the monitor changed and closes what it opened. Runs at `on_train_end`
+        and before the monitor raises; subclasses extend it."""
 
     @property
     def problems(self):
@@ -212,48 +228,9 @@ class Reporter:
         self.problems.append({"kind": kind, "message": message, **details})
         policy = self.callback.on_problem
         if policy == "raise":
+            # Keras's `fit` has no `finally`: leave everything as it was before raising.
+            self.callback._release()
             raise self.category(message)
         warnings.warn(message, self.category, stacklevel=3)
         if policy == "stop":
             self.callback.model.stop_training = True
-
-
-class BatchTap:
-    """Keeps a reference to the batch `fit` is training on, for the callbacks that need it.
-
-    Keras does not hand the batch to callbacks. While installed, the tap wraps
-    `model.train_function` (which takes the epoch's iterator on every backend), pulls the
-    next batch itself, remembers it and hands the same batch on, so training is unchanged.
-    It costs one Python call per step and holds one batch: no copy and no host sync.
-    Several monitors on one model share one tap (reference counted).
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.inner = model.train_function
-        self.batch = None
-        self.users = 0
-
-    @classmethod
-    def attach(cls, model):
-        tap = model.train_function
-        if not isinstance(tap, cls):
-            tap = cls(model)
-            model.train_function = tap
-        tap.users += 1
-        return tap
-
-    def detach(self):
-        self.users -= 1
-        if self.users <= 0 and self.model.train_function is self:
-            self.model.train_function = self.inner
-
-    def __call__(self, *args):
-        # TensorFlow calls `train_function(iterator)`, JAX `train_function(state, iterator)`.
-        *head, iterator = args
-        self.batch = next(iterator)
-        return self.inner(*head, itertools.chain([self.batch], iterator))
-
-
-def unpack_batch(batch):
-    return keras.utils.unpack_x_y_sample_weight(batch)
