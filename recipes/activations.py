@@ -65,7 +65,8 @@ import keras
 import numpy as np
 
 from kfound import io_utils, runs, theory
-from kfound.callbacks import ActivationMonitor, EpochTimer, diagnostics
+from kfound.callbacks import ActivationMonitor, EpochTimer
+from kfound.callbacks.monitor import sync_jax_state
 from kfound.data import load_digits
 
 TIMED = ("relu", "sigmoid", "tanh")
@@ -98,7 +99,7 @@ def build_model(activation, depth, width, learning_rate, seed, leaky_slope=0.01)
 
 def pre_activations(model, x):
     """The outputs of every hidden Dense layer on `x`, as NumPy arrays."""
-    diagnostics.sync_jax_state(model)  # during fit, JAX keeps the weights outside the model
+    sync_jax_state(model)  # during fit, JAX keeps the weights outside the model
     if model not in _PROBES:  # one probe per model: building one per call would retrace
         dense = [layer for layer in model.layers if layer.name.startswith("dense_")]
         _PROBES[model] = keras.Model(model.inputs, [layer.output for layer in dense])
