@@ -132,8 +132,8 @@ def verdict_for(rows, batch_sizes, stable_band, validation_size):
         status = "not confirmed"
     else:
         status = "holds only under conditions"
-    return (
-        f"{status}: at batch {small} BatchNorm {bn[small]['val_error']:.2%} vs GroupNorm "
+    return status, (
+        f"At batch {small} BatchNorm {bn[small]['val_error']:.2%} vs GroupNorm "
         f"{gn[small]['val_error']:.2%} validation error (Wu & He, ResNet-50/ImageNet: 34.7% vs "
         f"24.1%); BatchNorm's batch-{small} error is {bn_gap:.2%} above its best "
         f"({bn_best:.2%}), {'more' if bn_degrades else 'less'} than twice the noise "
@@ -196,13 +196,16 @@ def main(argv=None):
                      "train_loss": statistics.median(r["train_loss"] for r in runs_),
                      "epoch_time_s": statistics.median(r["epoch_time"] for r in runs_)})
     has_both = {"batch", "group"} <= set(args.normalizations)
-    verdict = (verdict_for(rows, batch_sizes, args.stable_band, len(data[1][0])) if has_both
-               else "not confirmed: run both batch and group normalization to test the claim")
+    status, verdict = (
+        verdict_for(rows, batch_sizes, args.stable_band, len(data[1][0])) if has_both
+        else ("not confirmed", "Run both batch and group normalization to test the claim."))
     print(runs.format_table(rows))
-    print(f"verdict: {verdict}")
+    print(f"verdict: {status}: {verdict}")
     report = {
-        "claim": "GroupNorm's error is stable across batch sizes while BatchNorm's degrades at "
-                 "very small batches (§3.6.11; Wu & He 2018: 24.1% vs 34.7% at batch 2).",
+        "recipe": "norm_vs_batch_size",
+        "chapter": "§3.6.8-3.6.13",
+        "claim": "GroupNorm is stable across batch sizes, BatchNorm degrades at tiny batches",
+        "status": status,
         "setup": {"model": "3-conv CNN (16, 32, 32 filters), digits 8x8",
                   "fixed": f"{args.epochs} epochs for every batch size",
                   "optimizer": f"SGD momentum 0.9, lr = {args.base_lr} * batch / 32",
@@ -210,9 +213,10 @@ def main(argv=None):
                   "train_size": len(data[0][0]), "validation_size": len(data[1][0])},
         "rows": rows,
         "verdict": verdict,
+        "plot": "norm_vs_batch_size.png",
     }
     io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, args), output / "norm_vs_batch_size.png", dpi=100)
+    io_utils.save_figure(plot(rows, args), output / report["plot"], dpi=100)
     return report
 
 
