@@ -2,9 +2,10 @@ import json
 import math
 
 import keras
+import numpy as np
 import pytest
 
-from kfound import layers
+from kfound import datasets, layers
 
 
 def test_norm_vs_batch_size_smoke(recipe, build_index, tmp_path, capsys):
@@ -50,9 +51,6 @@ def test_verdict_reads_the_numbers(recipe):
 
 
 def test_lrn_with_the_books_constants_is_nearly_a_constant_scaling(recipe):
-    import numpy as np
-    from kfound import datasets
-
     _, (x_val, _) = datasets.load_digits(images=True, seed=0)
     model = recipe.build_model("lrn", 8, 0.05, seed=0)
     scaling = recipe.lrn_scaling(model, x_val[:64])
