@@ -8,7 +8,7 @@ STAMP := $(VENV)/.kfound-installed
 TEST_ENV := TF_CPP_MIN_LOG_LEVEL=2 TF_NUM_INTEROP_THREADS=1 TF_NUM_INTRAOP_THREADS=1
 PYTEST_WORKERS ?= 2
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint clean recipes
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ test: lint
 # The offline fine-tuning demo: embedded digits, every state, and the comparison table.
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(PY) recipes/finetune.py
+
+# Every recipe in full (about an hour on 2 cores; `build_index.py --list` names them), then
+# the committed copies of their reports and plots (recipes/results/) and the README's index.
+recipes: $(STAMP)
+	@names=$$($(PY) recipes/build_index.py --list) || exit 1; \
+	for name in $$names; do \
+		echo "== recipes/$$name.py"; \
+		TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(PY) recipes/$$name.py \
+			--output saved_models/$$name || exit 1; \
+	done
+	$(PY) recipes/build_index.py --collect saved_models
 
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do \

@@ -216,9 +216,9 @@ def run(args, output):
     ]
     book_matches = all(r["matches"] for r in book_check)
     agree = max(gradient_gap, step_gap, forward_gap) < TOLERANCE
+    status = "confirmed" if agree and book_matches else "not confirmed"
     verdict = (
-        ("confirmed" if agree and book_matches else "not confirmed")
-        + f": the by-hand chain rule and {keras.backend.backend()} autodiff agree to "
+        f"The by-hand chain rule and {keras.backend.backend()} autodiff agree to "
         f"{max(gradient_gap, forward_gap):.1e} (gradients and forward pass) and "
         f"{step_gap:.1e} (weights after one SGD step); E_total = {errors['E_total']:.9f} "
         f"(book 0.298371109), w5 -> {stepped['w5']:.8f}, w1 -> {stepped['w1']:.9f}; "
@@ -235,9 +235,12 @@ def run(args, output):
     print(f"\nerror after one step (biases fixed, as in the book): {error_after:.9f} "
           f"(the classic post prints {CLASSIC_ERROR_AFTER_STEP}, off by "
           f"{abs(error_after - CLASSIC_ERROR_AFTER_STEP):.1e})")
-    print(f"verdict: {verdict}")
+    print(f"verdict: {status}: {verdict}")
     report = {
-        "claim": "The book's worked backpropagation example (§3.2.5) is right.",
+        "recipe": "backprop_by_hand",
+        "chapter": "§3.2.5",
+        "claim": "the book's worked 2-2-2 backpropagation example is right",
+        "status": status,
         "backend": keras.backend.backend(),
         "learning_rate": args.learning_rate,
         "forward": forward,
@@ -254,9 +257,10 @@ def run(args, output):
         "book_check": book_check,
         "book_typos": BOOK_TYPOS,
         "verdict": verdict,
+        "plot": "gradients.png",
     }
     io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(gradients, keras_gradients), output / "gradients.png", dpi=100)
+    io_utils.save_figure(plot(gradients, keras_gradients), output / report["plot"], dpi=100)
     return report
 
 

@@ -129,7 +129,9 @@ def summarize(batch_sizes, results):
 def verdict_for(rows):
     timed = [r for r in rows if r["time_to_target_s"] is not None]
     if len(timed) < 3:
-        return "not confirmed: too few batch sizes reached the target to locate an optimum", None
+        return ("not confirmed",
+                f"only {len(timed)} batch sizes reached the target; an optimum needs three.",
+                None)
     best = min(timed, key=lambda r: r["time_to_target_s"])
     sizes = [r["batch_size"] for r in rows]
     epoch_times = [r["epoch_time_s"] for r in rows]
@@ -139,7 +141,7 @@ def verdict_for(rows):
     interior = sizes[0] < best["batch_size"] < sizes[-1]
     status = "confirmed" if interior else "not confirmed"
     text = (
-        f"{status}: total time to target is smallest ({best['time_to_target_s']:.2f} s) at "
+        f"Total time to target is smallest ({best['time_to_target_s']:.2f} s) at "
         f"batch size {best['batch_size']} ({'between' if interior else 'at the edge of'} "
         f"{sizes[0]} and {sizes[-1]}); time per epoch falls in {faster} of "
         f"{len(sizes) - 1} doublings ({epoch_times[0]:.3f} s -> {epoch_times[-1]:.4f} s) while "
@@ -147,7 +149,7 @@ def verdict_for(rows):
         f"({epochs[0]} -> {epochs[-1]}). On this CPU and model; the optimum moves with the "
         "hardware, the model size and the learning rate."
     )
-    return text, best["batch_size"]
+    return status, text, best["batch_size"]
 
 
 def main(argv=None):
@@ -185,11 +187,14 @@ def main(argv=None):
             ))
             progress.add(1)
     rows = summarize(batch_sizes, results)
-    verdict, best = verdict_for(rows)
+    status, verdict, best = verdict_for(rows)
     print(runs.format_table(rows))
-    print(f"verdict: {verdict}")
+    print(f"verdict: {status}: {verdict}")
     report = {
-        "claim": "Batch_Size is increased to a certain time, and the time is optimal (§3.5.5).",
+        "recipe": "batch_size_tradeoff",
+        "chapter": "§3.5.2-3.5.5",
+        "claim": "an intermediate batch size minimizes the time to a target accuracy",
+        "status": status,
         "setup": {"model": "64-128-10 ReLU MLP", "optimizer": "Adam(1e-3) at every batch size",
                   "target_val_accuracy": args.target, "max_epochs": args.max_epochs,
                   "repeats": args.repeats, "backend": keras.backend.backend(),
@@ -198,10 +203,10 @@ def main(argv=None):
         "runs": {str(b): r for b, r in results.items()},
         "optimal_batch_size": best,
         "verdict": verdict,
+        "plot": "batch_size_tradeoff.png",
     }
     io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, best, args.target), output / "batch_size_tradeoff.png",
-                         dpi=100)
+    io_utils.save_figure(plot(rows, best, args.target), output / report["plot"], dpi=100)
     return report
 
 

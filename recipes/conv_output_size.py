@@ -176,7 +176,7 @@ def main(argv=None):
     else:
         status = "confirmed"
     verdict = (
-        f"{status}: as written, the formula is right when S divides W1 - F + 2P; with a floor "
+        "As written, the formula is right when S divides W1 - F + 2P; with a floor "
         f"it gives every output size Keras measures ({matches}/{len(grid)} Conv2D/MaxPooling2D/"
         f"AveragePooling2D configurations), and {floored} of them need that floor, which the "
         "book does not mention. "
@@ -192,9 +192,12 @@ def main(argv=None):
     print(f"{len(grid)} grid configurations, {len(mismatches)} mismatches")
     if mismatches:
         print(runs.format_table(mismatches))
-    print(f"verdict: {verdict}")
+    print(f"verdict: {status}: {verdict}")
     report = {
-        "claim": "W2 = (W1 - F + 2P) / S + 1 gives conv and pooling output sizes (§3.2.3-3.2.4).",
+        "recipe": "conv_output_size",
+        "chapter": "§3.2.3-3.2.4",
+        "claim": "W2 = (W1 - F + 2P) / S + 1 gives conv and pooling output sizes",
+        "status": status,
         "grid": grid,
         "book_examples": examples,
         "keras_same_padding": same,
@@ -202,9 +205,10 @@ def main(argv=None):
         "configurations": len(grid),
         "non_integer_cases": floored,
         "verdict": verdict,
+        "plot": "conv_output_size.png",
     }
     io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(grid, same), output / "conv_output_size.png", dpi=100)
+    io_utils.save_figure(plot(grid, same), output / report["plot"], dpi=100)
     return report
 
 

@@ -25,3 +25,9 @@ def recipe(request):
     """
     name = pathlib.Path(request.module.__file__).stem.removeprefix("test_")
     return load_recipe(name.removesuffix("_recipe"))
+
+
+@pytest.fixture(scope="session")
+def build_index():
+    """`recipes/build_index.py`, which defines the standard report and checks it."""
+    return load_recipe("build_index")

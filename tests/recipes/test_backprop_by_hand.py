@@ -1,14 +1,13 @@
-import json
-
 import pytest
 
 
-def test_backprop_by_hand_reproduces_the_books_numbers(recipe, tmp_path, capsys):
+def test_backprop_by_hand_reproduces_the_books_numbers(recipe, build_index, tmp_path, capsys):
     report = recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "gradients.png"):
         assert (tmp_path / name).is_file()
-    saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["verdict"].startswith("confirmed")
+    saved = build_index.read_report(tmp_path, "backprop_by_hand")
+    assert saved["status"] == "confirmed"
+    assert "E_total = 0.298371109" in saved["verdict"]
     assert saved["errors"]["E_total"] == pytest.approx(0.298371109, abs=5e-10)
     assert saved["gradients_by_hand"]["w5"] == pytest.approx(0.082167041, abs=5e-10)
     assert saved["weights_after_step_by_hand"]["w5"] == pytest.approx(0.35891648, abs=5e-9)

@@ -1,15 +1,15 @@
-import json
 
-
-def test_conv_output_size_matches_keras_and_the_books_examples(recipe, tmp_path, capsys):
+def test_conv_output_size_matches_keras_and_the_books_examples(recipe, build_index, tmp_path,
+                                                               capsys):
     recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "conv_output_size.png"):
         assert (tmp_path / name).is_file()
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = build_index.read_report(tmp_path, "conv_output_size")
     assert report["configurations"] > 50
     assert report["matches"] == report["configurations"]
     assert report["non_integer_cases"] > 0
-    assert report["verdict"].startswith("holds only under conditions")
+    assert report["status"] == "holds only under conditions"
+    assert f"{report['non_integer_cases']} of them need that floor" in report["verdict"]
     examples = {row["example"]: row for row in report["book_examples"]}
     assert examples["5x5, 3x3, stride 1"]["keras"] == "3x3"
     assert examples["5x5, 3x3, stride 2"]["keras"] == "2x2"

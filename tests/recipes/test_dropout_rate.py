@@ -1,18 +1,20 @@
 import json
 
 
-def test_dropout_rate_smoke(recipe, tmp_path, capsys):
+def test_dropout_rate_smoke(recipe, build_index, tmp_path, capsys):
     recipe.main(["--smoke", "--output", str(tmp_path)])
     for name in ("args.json", "report.json", "dropout_rate.png"):
         assert (tmp_path / name).is_file()
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = build_index.read_report(tmp_path, "dropout_rate")
     assert [(r["rate"], r["max_norm"]) for r in report["rows"]] == [
         (0.0, None), (0.5, None), (0.0, 3.0), (0.5, 3.0)]
     assert all(0.0 <= r["val_error"] <= 1.0 for r in report["rows"])
-    statuses = {"confirmed", "not confirmed", "holds only under conditions"}
-    assert report["half_is_best"] in statuses
-    assert report["max_norm_helps"] in statuses
-    assert "verdict:" in capsys.readouterr().out
+    # The verdicts are the ones the report's own rows give.
+    verdict, half, norm = recipe.verdict_for(json.loads(json.dumps(report["rows"])))
+    assert (verdict, half, norm) == (
+        report["verdict"], report["half_is_best"], report["max_norm_helps"])
+    assert report["status"] == recipe.overall_status(half, norm)
+    assert f"verdict: {report['status']}: " in capsys.readouterr().out
 
 
 def _row(rate, norm, val, sd=0.01):
@@ -33,3 +35,13 @@ def test_verdicts_read_the_numbers(recipe):
             _row(0.5, 3.0, 0.09)]
     _, half, norm = verdict_for(rows)
     assert (half, norm) == ("not confirmed", "not confirmed")
+
+
+def test_one_status_for_the_two_parts(recipe):
+    status = recipe.overall_status
+    assert status("confirmed", "confirmed") == "confirmed"
+    assert status("confirmed", "not run") == "confirmed"
+    assert status("not confirmed", "not confirmed") == "not confirmed"
+    assert status("confirmed", "not confirmed") == "holds only under conditions"
+    assert status("not confirmed", "holds only under conditions") == (
+        "holds only under conditions")
