@@ -17,8 +17,9 @@ import time
 import warnings
 
 import keras
+from keras_tuner.engine.trial import TrialStatus
 
-from kfound import datasets, finetune, io_utils, runs
+from kfound import _compat, datasets, io_utils, runs
 from kfound.tuning import hypermodels, results, space, tuners
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
@@ -172,22 +173,19 @@ def _check_resume(output, search_space, args):
 def serve_oracle(oracle, address):
     """Serves `oracle` over KerasTuner's gRPC protocol until the search is done.
 
-    This is `keras_tuner`'s `oracle_chief.start_server` with a short poll: KerasTuner's
-    own sleeps 20 seconds at a time while the last trials finish.
+    This is `keras_tuner`'s own chief with a short poll: KerasTuner's sleeps 20 seconds
+    at a time while the last trials finish.
     """
     from concurrent import futures
 
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    servicer = _compat.add_oracle_servicer(oracle, server)
     server.add_insecure_port(address)
     server.start()
     try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+        while not _compat.chief_may_exit(oracle, servicer):
             time.sleep(_POLL_SECONDS)
     finally:
         server.stop(grace=1)
@@ -212,11 +210,13 @@ def finish(tuner, output, quiet=False):
     if class_names is not None:
         # As kfound.finetune saves a classifier, so `recipes/finetune.py --state predict
         # --model .../best_model.keras` labels images with names, not indices.
+        from kfound import finetune
+
         io_utils.write_json(output / finetune.CLASSES_FILE, class_names)
     results.plot_search(records, oracle.objective.name, oracle.objective.direction,
                         output / "search.png")
     if not quiet:
-        completed = sum(r["status"] == "COMPLETED" for r in records)
+        completed = sum(r["status"] == TrialStatus.COMPLETED for r in records)
         print(f"\n{completed} trials completed; best {oracle.objective.name}="
               f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/\n")
         print(results.summary_table(records, oracle.objective.direction, oracle.objective.name))
@@ -242,7 +242,7 @@ def main(argv=None):
 
     model_kwargs, search_args, search_kwargs = hypermodel_inputs(search_space, args.smoke,
                                                                  args.seed)
-    hypermodel = hypermodels.HYPERMODELS[search_space.model](
+    hypermodel = hypermodels.hypermodel_class(search_space.model)(
         **model_kwargs, space=search_space,
         epochs=args.epochs or 10, max_epochs=1 if args.smoke else None,
         jit_compile=True if args.jit else "auto",
@@ -258,7 +258,7 @@ def main(argv=None):
         executions_per_trial=args.executions_per_trial, reporter=reporter,
     )
     if role != "worker" and not args.quiet:
-        done = sum(t.status in ("COMPLETED", "FAILED") for t in tuner.oracle.trials.values())
+        done = sum(t.status in tuners.FINISHED for t in tuner.oracle.trials.values())
         resumed = f", resuming after {done} finished trials" if done else ""
         print(f"Search: {args.tuner} on {search_space.source} ({search_space.model}, "
               f"{search_space.objective.name} {search_space.objective.direction}), "

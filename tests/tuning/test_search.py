@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 
 from kfound.tuning import search
@@ -51,8 +52,14 @@ def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     assert all(t["seconds"] > 0 and set(t) >= {"trial_id", "hyperparameters", "score"}
                for t in trials)
     assert json.loads((output / "best.json").read_text())["score"] == best["score"]
-    for name in ("best_model.keras", "search.png", "args.json"):
+    for name in ("search.png", "args.json"):
         assert (output / name).stat().st_size > 0
+    # The saved best model is the best trial's checkpoint: it scores what the trial scored.
+    model = keras.saving.load_model(output / "best_model.keras", compile=False)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, validation = search.load_data(smoke=True)
+    _, accuracy = model.evaluate(*validation, verbose=0)
+    assert accuracy == pytest.approx(best["score"], abs=1e-6)
     printed = capsys.readouterr().out
     assert printed.count("] COMPLETED val_accuracy=") == 2 and "| best " in printed
 

@@ -41,7 +41,8 @@ def test_parse_maps_entries_onto_keras_tuner():
                      "use_bias": "Boolean"}
     assert hp.space[0].sampling == "log"
     assert hp.get("use_bias") is False
-    assert parsed.grid_size() == 10 * 4 * 2 * 2  # unstepped float: KerasTuner's 10 samples
+    # An unstepped float: KerasTuner's 10 samples, and its default (the minimum) first.
+    assert parsed.grid_size() == 11 * 4 * 2 * 2
 
 
 def test_yaml_reads_exponents_as_floats(tmp_path):
