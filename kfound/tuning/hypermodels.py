@@ -18,6 +18,7 @@ import math
 import keras
 import keras_tuner as kt
 
+from kfound import distribution
 from kfound.initializers import SparseInitializer
 from kfound.layers import LRN, GroupNorm, WeightNorm
 from kfound.tuning import rules
@@ -135,7 +136,9 @@ class ClassifierHyperModel(SpaceHyperModel):
         epochs = self.capped(kwargs.pop("epochs", None) or self.value(hp, "epochs"))
         if "initial_epoch" in kwargs:
             kwargs["initial_epoch"] = min(kwargs["initial_epoch"], epochs - 1)
-        return model.fit(*args, batch_size=self.value(hp, "batch_size"), epochs=epochs, **kwargs)
+        batch_size = self.value(hp, "batch_size")
+        distribution.check_batch_size(batch_size)
+        return model.fit(*args, batch_size=batch_size, epochs=epochs, **kwargs)
 
     @staticmethod
     def initializer(name, fan_in):

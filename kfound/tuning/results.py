@@ -49,18 +49,20 @@ class SearchReporter:
     Args:
         output: the run folder.
         verbose: print the progress line. Defaults to `True`.
+        distribution: the `kfound.distribution` record to write into `best.json`.
     """
 
-    def __init__(self, output, verbose=True):
+    def __init__(self, output, verbose=True, distribution=None):
         self.output = output
         self.verbose = verbose
+        self.distribution = distribution
 
     def __call__(self, oracle, trial):
         records = trial_records(oracle)
         io_utils.write_json(os.path.join(self.output, "trials.json"), records)
         best = best_record(records, oracle.objective.direction)
         if best is not None:
-            write_best(self.output, best, oracle.objective)
+            write_best(self.output, best, oracle.objective, self.distribution)
         if self.verbose:
             print(progress_line(oracle, trial, records, best), flush=True)
 
@@ -81,14 +83,16 @@ def progress_line(oracle, trial, records, best):
             f"{values}")
 
 
-def write_best(output, best, objective):
-    """Writes `best.json`: the objective, the best trial's id, score and hyperparameters."""
+def write_best(output, best, objective, distribution=None):
+    """Writes `best.json`: the objective, the best trial's id, score and hyperparameters,
+    and the `kfound.distribution` record of how trials trained (`{"kind", "devices"}`)."""
     io_utils.write_json(os.path.join(output, "best.json"), {
         "objective": objective.name,
         "direction": objective.direction,
         "trial_id": best["trial_id"],
         "score": best["score"],
         "hyperparameters": best["hyperparameters"],
+        "distribution": distribution,
     })
 
 

@@ -164,6 +164,20 @@ class _YAMLLoader(yaml.SafeLoader):
     PyYAML reads `1e-3` as a string (YAML 1.1); it is read as a float, as YAML 1.2 does.
     """
 
+    # The scanner's work grows with the square of the nesting: bound it there.
+    def fetch_flow_collection_start(self, TokenClass):
+        super().fetch_flow_collection_start(TokenClass)
+        self._check_nesting()
+
+    def add_indent(self, column):
+        added = super().add_indent(column)
+        self._check_nesting()
+        return added
+
+    def _check_nesting(self):
+        if self.flow_level + len(self.indents) > MAX_DEPTH:
+            raise _Refused(f"it nests deeper than {MAX_DEPTH} levels (space.MAX_DEPTH)")
+
     def construct_document(self, node):
         _count_nodes(node, {}, depth=0)
         return super().construct_document(node)

@@ -26,7 +26,7 @@ import keras
 import keras_tuner as kt
 from keras_tuner.engine.trial import TrialStatus
 
-from kfound import _compat, io_utils
+from kfound import _compat, distribution, io_utils
 from kfound.tuning.lipo_oracle import LIPOOracle
 
 TUNERS = ("grid", "random", "bayesian", "hyperband", "lipo")
@@ -192,6 +192,22 @@ class _TunerMixin:
     the process has already frozen objects, `search` leaves the collector as it is.
     """
 
+    trial_log = None  # `make_tuner`'s: called with one line per trial this process ends.
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self.trial_began = time.time()
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.trial_log is not None:
+            # The oracle (the chief's, in a distributed search) has scored the trial.
+            ended = self.oracle.get_trial(trial.trial_id)
+            score = "" if ended.score is None else (
+                f" {self.oracle.objective.name}={ended.score:.4f}")
+            self.trial_log(f"[{self.tuner_id}] trial {trial.trial_id} {ended.status}{score} "
+                           f"in {time.time() - self.trial_began:.1f}s")
+
     def save(self):
         if not _compat.is_worker(self):
             self.oracle.save()
@@ -228,17 +244,6 @@ class HyperbandTuner(_TunerMixin, kt.Hyperband):
         _compat.init_tuner_with_oracle(self, oracle, **kwargs)
 
 
-def default_distribution_strategy():
-    """`tf.distribute.MirroredStrategy` over every GPU when more than one is visible."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return None
-
-
 def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, reporter=None):
     """Builds a resumable oracle for tuner `name`.
 
@@ -271,7 +276,8 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
 
 def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=None,
                max_epochs=None, project_name="keras_tuner", overwrite=False,
-               executions_per_trial=1, distribution_strategy="auto", reporter=None):
+               executions_per_trial=1, distribution_strategy="auto", reporter=None,
+               trial_log=None):
     """Builds a resumable KerasTuner tuner.
 
     Args:
@@ -284,7 +290,12 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
         overwrite: start over instead of resuming. Defaults to `False`.
         executions_per_trial: models trained per trial, their scores averaged.
         distribution_strategy: a `tf.distribute.Strategy`, `None`, or `"auto"`
-            (default): `MirroredStrategy` when more than one GPU is visible.
+            (default): `kfound.distribution.setup()`'s (MirroredStrategy over several
+            GPUs under TensorFlow; under JAX, DataParallel over several devices is set
+            for the process instead).
+        trial_log: an optional callable given one line per trial that this process
+            ends (`[worker1] trial 03 COMPLETED val_accuracy=0.9421 in 4.2s`): a worker's
+            progress, since the `reporter` runs on the chief.
 
     Returns:
         A `keras_tuner.Tuner`. Running the same call again resumes the search.
@@ -297,10 +308,12 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
     ```
     """
     if distribution_strategy == "auto":
-        distribution_strategy = default_distribution_strategy()
+        distribution_strategy = distribution.setup().strategy
     oracle = make_oracle(name, objective, max_trials, seed, max_epochs, reporter)
     cls = HyperbandTuner if name == "hyperband" else Tuner
-    return cls(oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
-               project_name=project_name, overwrite=overwrite,
-               executions_per_trial=executions_per_trial,
-               distribution_strategy=distribution_strategy)
+    tuner = cls(oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
+                project_name=project_name, overwrite=overwrite,
+                executions_per_trial=executions_per_trial,
+                distribution_strategy=distribution_strategy)
+    tuner.trial_log = trial_log
+    return tuner

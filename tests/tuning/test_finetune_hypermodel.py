@@ -68,8 +68,12 @@ def test_full_trial_unfreezes_from_the_depth_fraction():
     assert history.epoch == [0, 1]  # max_epochs=1 caps each phase
     backbone = hypermodel._classifier.backbone
     first = len(backbone.layers) // 2
-    assert [layer.trainable for layer in backbone.layers] == (
-        [False] * first + [True] * (len(backbone.layers) - first))
+    # From `first` on, every layer trains but BatchNormalization, which stays in inference
+    # mode (kfound.finetune.freeze_batchnorm).
+    assert [layer.trainable for layer in backbone.layers] == [
+        i >= first and not isinstance(layer, keras.layers.BatchNormalization)
+        for i, layer in enumerate(backbone.layers)]
+    assert any(layer.trainable for layer in backbone.layers[first:])
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
