@@ -3,9 +3,10 @@
 One call, `setup()`, decides how this process trains:
 
 - JAX with more than one device: Keras 3's own `keras.distribution.DataParallel` over all
-  of them, set for the process (`keras.distribution.set_distribution`), so every model
-  built afterwards trains with each batch split across the devices. Batch sizes must then
-  be divisible by the device count (`check_batch_size`).
+  of them. Models built and trained inside `scope()` then split each batch across the
+  devices. (It is a scope, not `keras.distribution.set_distribution`, because
+  `keras.utils.clear_session()`, which KerasTuner calls before each trial, resets the
+  latter.) Batch sizes must be divisible by the device count (`check_batch_size`).
 - TensorFlow with more than one GPU: `tf.distribute.MirroredStrategy`, returned as
   `strategy` for the caller to build and train under (KerasTuner's
   `distribution_strategy`).
@@ -17,6 +18,7 @@ The record, `Distribution.record()`, is `{"kind": "DataParallel" | "MirroredStra
 "none", "devices": N}`; runs write it beside their results (`best.json`, `metrics.json`).
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -44,6 +46,7 @@ class Distribution:
 
 
 _warned_torch = []
+_data_parallel = []  # The DataParallel that `setup` chose, if any.
 
 
 def setup(log=print):
@@ -65,7 +68,7 @@ def setup(log=print):
     if backend == "jax":
         devices = keras.distribution.list_devices()
         if len(devices) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+            _data_parallel[:] = [keras.distribution.DataParallel(devices=devices)]
             return Distribution("DataParallel", len(devices))
     elif backend == "tensorflow":
         import tensorflow as tf
@@ -84,12 +87,17 @@ def setup(log=print):
     return Distribution("none", 1)
 
 
+def scope():
+    """The context to build and train models in: `setup`'s DataParallel scope, if any.
+
+    (TensorFlow's MirroredStrategy is `setup()`'s `strategy`, which the caller enters.)
+    """
+    return _data_parallel[0].scope() if _data_parallel else contextlib.nullcontext()
+
+
 def data_parallel_devices():
-    """The number of devices a batch is split across under the process's Keras distribution."""
-    current = keras.distribution.distribution()
-    if isinstance(current, keras.distribution.DataParallel):
-        return int(current.device_mesh.devices.size)
-    return 1
+    """The number of devices `setup`'s DataParallel splits a batch across (else 1)."""
+    return int(_data_parallel[0].device_mesh.devices.size) if _data_parallel else 1
 
 
 def check_batch_size(batch_size, argument="batch_size"):

@@ -117,6 +117,10 @@ class ClassifierHyperModel(SpaceHyperModel):
         self.num_classes = num_classes
 
     def build(self, hp):
+        with distribution.scope():  # DataParallel under JAX with several devices.
+            return self._make_model(hp)
+
+    def _make_model(self, hp):
         values = {name: self.value(hp, name) for name in self.DEFAULTS if name != "batch_size"}
         inputs = keras.Input(shape=self.input_shape)
         x = self.hidden(inputs, values)
@@ -138,7 +142,8 @@ class ClassifierHyperModel(SpaceHyperModel):
             kwargs["initial_epoch"] = min(kwargs["initial_epoch"], epochs - 1)
         batch_size = self.value(hp, "batch_size")
         distribution.check_batch_size(batch_size)
-        return model.fit(*args, batch_size=batch_size, epochs=epochs, **kwargs)
+        with distribution.scope():
+            return model.fit(*args, batch_size=batch_size, epochs=epochs, **kwargs)
 
     @staticmethod
     def initializer(name, fan_in):
