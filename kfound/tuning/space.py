@@ -195,8 +195,7 @@ class _YAMLLoader(yaml.SafeLoader):
                     continue
                 if duplicate:
                     raise _Refused(f"the key {_show(key)} is given twice in one mapping "
-                                   f"({key_node.start_mark.name}, line "
-                                   f"{key_node.start_mark.line + 1})")
+                                   f"(line {key_node.start_mark.line + 1})")
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
