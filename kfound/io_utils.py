@@ -1,9 +1,9 @@
-"""Atomic file writes, so an interrupted run never leaves a truncated file."""
+"""Atomic file writes, so an interrupted run never leaves a truncated file; output checks."""
 
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 
 
 @contextlib.contextmanager
@@ -11,8 +11,10 @@ def atomic_path(path):
     """Yields a temporary path beside `path`, renamed onto `path` on success.
 
     The temporary file lives in the same folder, so the final `os.replace`
-    is atomic on POSIX and Windows. On error the temporary file is removed
-    and `path` is left as it was.
+    is atomic on POSIX and Windows. It is created as `open()` creates a file, with
+    the user's umask (not `tempfile.mkstemp`'s mode 0600), so that others can
+    read a shared run folder when the umask lets them. On error the temporary file
+    is removed and `path` is left as it was.
 
     Args:
         path: the final file path. Its folder is created if missing.
@@ -28,8 +30,13 @@ def atomic_path(path):
     os.makedirs(folder, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
     # Keep the extension: some writers (Keras, matplotlib) choose the format by it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
+    while True:
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp{ext}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         os.replace(tmp, path)
@@ -37,6 +44,31 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def check_writable_folder(path, argument="output"):
+    """Raises a clear `ValueError` unless `path` is, or can be made, a writable folder.
+
+    Nothing is created: the check looks at `path`, or at the nearest folder above it
+    that exists, so it can run before any work.
+
+    Args:
+        path: the folder.
+        argument: the flag or argument that gave it, for the message. Defaults to
+            `"output"`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    problem = None
+    if not os.path.isdir(existing):
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem:
+        raise ValueError(f"Argument `{argument}` must be a folder this process can write to; "
+                         f"{problem}. Received: {argument}={path!r}")
 
 
 def write_text(path, text):

@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import pytest
 
@@ -34,3 +35,36 @@ def test_atomic_path_keeps_the_extension(tmp_path):
         assert tmp.endswith(".keras")
         open(tmp, "w").close()
     assert (tmp_path / "model.keras").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        io_utils.write_json(tmp_path / "a.json", {})
+        io_utils.write_text(tmp_path / "b.txt", "b")
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "b.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+
+
+def test_check_writable_folder_accepts_a_folder_to_be(tmp_path):
+    io_utils.check_writable_folder(tmp_path / "new" / "run")
+    assert os.listdir(tmp_path) == []  # Nothing created.
+
+
+def test_check_writable_folder_refuses_a_path_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"Argument `output` must be a folder this process can "
+                                         r"write to; .*file is a file, not a folder\. Received: "
+                                         r"output='.*file/run'"):
+        io_utils.check_writable_folder(tmp_path / "file" / "run")
+
+
+def test_check_writable_folder_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    # As root, a mode cannot make a folder read-only: ask os.access as the kernel would.
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+    with pytest.raises(ValueError, match=r"is not writable by this user\. Received: "
+                                         r"model_dir="):
+        io_utils.check_writable_folder(tmp_path / "run", argument="model_dir")

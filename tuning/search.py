@@ -17,7 +17,7 @@ A `--smoke` search trains each trial one epoch on a slice of digits: seconds per
 The logic lives in `kfound.tuning.search`; see `--help` for every flag.
 """
 
-from kfound.tuning.search import main
+from kfound.tuning.search import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,15 +1,17 @@
 """Hyperparameter search on KerasTuner: space files, built-in hypermodels, the LIPO oracle.
 
 The names below are imported on first use (PEP 562), not with the package: they pull in
-KerasTuner and TensorFlow, which take seconds, and `kfound.tuning.launch` (the launcher of
-distributed searches) needs neither, so it starts its chief and workers at once.
+KerasTuner and Keras (and, for `FinetuneHyperModel`, TensorFlow), which take seconds,
+and `kfound.tuning.launch` (the launcher of distributed searches) needs none of them, so
+it starts its chief and workers at once.
 """
 
 import importlib
 
 _EXPORTS = {
     "HYPERMODELS": "hypermodels", "CNNHyperModel": "hypermodels",
-    "FinetuneHyperModel": "hypermodels", "MLPHyperModel": "hypermodels",
+    "FinetuneHyperModel": "finetune_hypermodel", "MLPHyperModel": "hypermodels",
+    "hypermodel_class": "hypermodels",
     "LIPOOracle": "lipo_oracle", "LIPOSearch": "lipo_oracle",
     "Hyperparameter": "space", "SearchSpace": "space", "load_space": "space",
     "parse_space": "space",

@@ -1,4 +1,4 @@
-"""Built-in hypermodels: a multilayer perceptron, a small CNN, and fine-tuning a backbone.
+"""Built-in hypermodels: a multilayer perceptron and a small CNN; the shared base of all three.
 
 All are `keras_tuner.HyperModel`s for classification. `build(hp)` makes the model;
 `fit(hp, model, ...)` trains it, so the batch size and the number of epochs are tunable
@@ -6,100 +6,34 @@ too. A hyperparameter that the search space does not list keeps the model's defa
 (`DEFAULTS`), so a space file names only what it tunes.
 
 Datasets: `mlp` and `cnn` take `digits` (arrays in memory, passed to `tuner.search`);
-`finetune` takes the image datasets of `kfound.data` (`embedded`, `tfds:NAME`,
-`folder:PATH`), which it loads itself. Each class lists its kinds in `DATASETS`.
+`finetune` (`kfound.tuning.finetune_hypermodel`, which needs TensorFlow) takes the image
+datasets of `kfound.data` (`embedded`, `tfds:NAME`, `folder:PATH`), which it loads
+itself. Each model's rules are in `kfound.tuning.rules`. This module does not import
+TensorFlow, so an `mlp` or `cnn` search runs under JAX or torch without it.
 """
 
-import dataclasses
+import importlib
 import math
-import os
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
-from kfound import backbones, finetune
-from kfound import data as kdata
+from kfound import distribution
 from kfound.initializers import SparseInitializer
 from kfound.layers import LRN, GroupNorm, WeightNorm
+from kfound.tuning import rules
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-NORMALIZATIONS = ("none", "batch", "group", "lrn", "weight")
-INITIALIZERS = ("sparse",)  # kfound's, besides every Keras initializer name
 SPARSE_CONNECTIONS = 15  # Martens (2010), capped by the fan-in
 GROUPS = 32  # GroupNorm's groups (Wu & He, 2018), reduced to a divisor of the channels
 
 
-@dataclasses.dataclass(frozen=True)
-class _Rule:
-    """What values a canonical hyperparameter takes."""
+class SpaceHyperModel(kt.HyperModel):
+    """Base class of the built-in hypermodels: a search space's values, or the defaults.
 
-    kind: type  # float, int, str or bool
-    expected: str  # says what a value must be, for messages
-    check: object = None  # a predicate on one value, or None
-
-    def problem(self, entry):
-        """Returns what is wrong with a `space.Hyperparameter` for this rule, or `None`."""
-        numeric = self.kind in (float, int)
-        if entry.type == "choice":
-            kinds_ok = all(
-                (isinstance(v, (int, float)) and not isinstance(v, bool)) if numeric
-                else isinstance(v, self.kind) for v in entry.values
-            )
-            if self.kind is int:
-                kinds_ok = kinds_ok and all(isinstance(v, int) for v in entry.values)
-        else:
-            kinds_ok = entry.type == {float: "float", int: "int", str: None, bool: "bool"}[
-                self.kind]
-        if not kinds_ok:
-            types = {float: "float (or a choice of numbers)", int: "int (or a choice of "
-                     "integers)", str: "choice of strings", bool: "bool"}[self.kind]
-            return f"takes a {types}, not a {entry.type} entry like this one"
-        for value in entry.candidate_values():
-            if self.check is not None and not self.check(value):
-                return f"value {value!r} is invalid: expected {self.expected}"
-        return None
-
-
-def _is_keras(getter):
-    def check(name):
-        try:
-            getter(name)
-        except (ValueError, TypeError):
-            return False
-        return True
-
-    return check
-
-
-_RULES = {
-    "learning_rate": _Rule(float, "a number > 0", lambda v: v > 0),
-    "epochs": _Rule(int, "an integer >= 1", lambda v: v >= 1),
-    "layers": _Rule(int, "an integer >= 1", lambda v: v >= 1),
-    "units": _Rule(int, "an integer >= 1", lambda v: v >= 1),
-    "activation": _Rule(str, "a Keras activation name (relu, tanh, gelu, ...)",
-                        _is_keras(keras.activations.get)),
-    "batch_size": _Rule(int, "an integer >= 1", lambda v: v >= 1),
-    "optimizer": _Rule(str, f"one of {list(OPTIMIZERS)}", lambda v: v in OPTIMIZERS),
-    "dropout": _Rule(float, "a rate in [0, 1)", lambda v: 0 <= v < 1),
-    "normalization": _Rule(str, f"one of {list(NORMALIZATIONS)}", lambda v: v in NORMALIZATIONS),
-    "initializer": _Rule(str, "`sparse` or a Keras initializer name (glorot_uniform, "
-                         "he_normal, ...)",
-                         lambda v: v in INITIALIZERS or _is_keras(keras.initializers.get)(v)),
-    "use_bias": _Rule(bool, "true or false"),
-}
-
-
-class ClassifierHyperModel(kt.HyperModel):
-    """Base class of the built-in classification hypermodels.
-
-    Subclasses implement `hidden(x, values)`, the layers between the input and the
-    softmax head. The hyperparameters listed in `space` are tuned; the others keep
-    `DEFAULTS`.
+    Subclasses set `RULES` (a `kfound.tuning.rules.ModelRules`) and `DEFAULTS` (the value
+    of every hyperparameter the space does not tune; `epochs` is the `epochs` argument).
 
     Args:
-        input_shape: the shape of one example, e.g. `(8, 8, 1)`.
-        num_classes: the number of classes.
         space: a `kfound.tuning.SearchSpace`, or `None` to tune nothing.
         epochs: the epochs of a trial when the space does not tune `epochs`.
             Defaults to `10`.
@@ -108,9 +42,55 @@ class ClassifierHyperModel(kt.HyperModel):
         name: the hypermodel's name.
     """
 
-    HYPERPARAMETERS = tuple(_RULES)
-    OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
-    DATASETS = ("digits",)
+    RULES = None
+    DEFAULTS = {}
+
+    def __init__(self, space=None, epochs=10, max_epochs=None, jit_compile="auto", name=None):
+        super().__init__(name=name)
+        self.space = space
+        self.epochs = epochs
+        self.max_epochs = max_epochs
+        self.jit_compile = jit_compile
+
+    @classmethod
+    def check_hyperparameter(cls, entry):
+        """Returns what is wrong with a `space.Hyperparameter` for this model, or `None`."""
+        return cls.RULES.problem(entry)
+
+    def declare_hyperparameters(self, hp):
+        """Registers the space's hyperparameters in `hp`; returns `hp`."""
+        if self.space is not None:
+            self.space.declare(hp)
+        return hp
+
+    def value(self, hp, name):
+        """The trial's value of a hyperparameter, or the model's default."""
+        if self.space is not None and name in self.space.hyperparameters:
+            return self.space.hyperparameters[name].declare(hp)
+        return self.epochs if name == "epochs" else self.DEFAULTS[name]
+
+    def capped(self, epochs):
+        """`epochs`, capped at `max_epochs` when that is set."""
+        return epochs if self.max_epochs is None else min(epochs, self.max_epochs)
+
+
+class ClassifierHyperModel(SpaceHyperModel):
+    """Base class of the `mlp` and `cnn` hypermodels.
+
+    Subclasses implement `hidden(x, values)`, the layers between the input and the
+    softmax head. The hyperparameters listed in `space` are tuned; the others keep
+    `DEFAULTS`.
+
+    Args:
+        input_shape: the shape of one example, e.g. `(8, 8, 1)`.
+        num_classes: the number of classes.
+        space, epochs, max_epochs, jit_compile, name: as `SpaceHyperModel`.
+    """
+
+    RULES = rules.MODELS["mlp"]
+    HYPERPARAMETERS = RULES.hyperparameters
+    OBJECTIVES = RULES.objectives
+    DATASETS = RULES.datasets
     DEFAULTS = {
         "learning_rate": 1e-3,
         "layers": 2,
@@ -131,30 +111,16 @@ class ClassifierHyperModel(kt.HyperModel):
                 "Argument `num_classes` must be an integer >= 2. "
                 f"Received: num_classes={num_classes}"
             )
-        super().__init__(name=name)
+        super().__init__(space=space, epochs=epochs, max_epochs=max_epochs,
+                         jit_compile=jit_compile, name=name)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
-        self.space = space
-        self.epochs = epochs
-        self.max_epochs = max_epochs
-        self.jit_compile = jit_compile
-
-    @classmethod
-    def check_hyperparameter(cls, entry):
-        """Returns what is wrong with a `space.Hyperparameter` for this model, or `None`."""
-        return _RULES[entry.name].problem(entry)
-
-    def declare_hyperparameters(self, hp):
-        if self.space is not None:
-            self.space.declare(hp)
-
-    def value(self, hp, name):
-        """The trial's value of a canonical hyperparameter, or the model's default."""
-        if self.space is not None and name in self.space.hyperparameters:
-            return self.space.hyperparameters[name].declare(hp)
-        return self.epochs if name == "epochs" else self.DEFAULTS[name]
 
     def build(self, hp):
+        with distribution.scope():  # DataParallel under JAX with several devices.
+            return self._make_model(hp)
+
+    def _make_model(self, hp):
         values = {name: self.value(hp, name) for name in self.DEFAULTS if name != "batch_size"}
         inputs = keras.Input(shape=self.input_shape)
         x = self.hidden(inputs, values)
@@ -171,11 +137,13 @@ class ClassifierHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, **kwargs):
         """Trains `model`; Hyperband's `epochs`/`initial_epoch` in `kwargs` take precedence."""
-        epochs = kwargs.pop("epochs", None) or self.value(hp, "epochs")
-        if self.max_epochs is not None:
-            epochs = min(epochs, self.max_epochs)
-            kwargs["initial_epoch"] = min(kwargs.get("initial_epoch", 0), epochs - 1)
-        return model.fit(*args, batch_size=self.value(hp, "batch_size"), epochs=epochs, **kwargs)
+        epochs = self.capped(kwargs.pop("epochs", None) or self.value(hp, "epochs"))
+        if "initial_epoch" in kwargs:
+            kwargs["initial_epoch"] = min(kwargs["initial_epoch"], epochs - 1)
+        batch_size = self.value(hp, "batch_size")
+        distribution.check_batch_size(batch_size)
+        with distribution.scope():
+            return model.fit(*args, batch_size=batch_size, epochs=epochs, **kwargs)
 
     @staticmethod
     def initializer(name, fan_in):
@@ -253,6 +221,8 @@ class CNNHyperModel(ClassifierHyperModel):
     (None, 10)
     """
 
+    RULES = rules.MODELS["cnn"]
+
     def hidden(self, inputs, values):
         x = inputs
         for _ in range(values["layers"]):
@@ -266,216 +236,19 @@ class CNNHyperModel(ClassifierHyperModel):
         return keras.layers.GlobalAveragePooling2D()(x)
 
 
-FINETUNE_STATES = ("head", "full")
-WEIGHTS = ("none", "imagenet")  # or the path of a weights file
-
-_FINETUNE_RULES = {
-    "state": _Rule(str, f"one of {list(FINETUNE_STATES)}", lambda v: v in FINETUNE_STATES),
-    "fine_tune_learning_rate": _Rule(float, "a number > 0", lambda v: v > 0),
-    "fine_tune_epochs": _Rule(int, "an integer >= 1", lambda v: v >= 1),
-    "unfreeze_from": _Rule(float, "a fraction of the backbone's depth in [0, 1)",
-                           lambda v: 0 <= v < 1),
-    "backbone": _Rule(str, "SmallConvNet or a keras.applications name (MobileNetV2, ...)",
-                      lambda v: v in backbones.backbone_names()),
-    "alpha": _Rule(float, "a width multiplier > 0 (MobileNet family)", lambda v: v > 0),
-    "image_size": _Rule(int, f"an integer >= {backbones.SMALL_BACKBONE_MIN_SIZE}",
-                        lambda v: v >= backbones.SMALL_BACKBONE_MIN_SIZE),
-    "weights": _Rule(str, "none, imagenet, or the path of an existing weights file",
-                     lambda v: v in WEIGHTS or os.path.isfile(v)),
+HYPERMODELS = {
+    "mlp": "kfound.tuning.hypermodels.MLPHyperModel",
+    "cnn": "kfound.tuning.hypermodels.CNNHyperModel",
+    "finetune": "kfound.tuning.finetune_hypermodel.FinetuneHyperModel",
 }
 
 
-class FinetuneHyperModel(kt.HyperModel):
-    """Fine-tunes a backbone with `kfound.finetune`: head-only or full, on `kfound.data`.
+def hypermodel_class(model):
+    """The hypermodel class of a space's `model` (`mlp`, `cnn` or `finetune`).
 
-    Each trial builds a `kfound.finetune.Classifier` (backbone, pooling, dropout, dense
-    head) and trains it in one of two states of seed §3.7.4: `head` (`finetune.fit_head`,
-    the backbone frozen) or `full` (`finetune.fit_full`: the head first, then the backbone
-    unfrozen from `unfreeze_from` at `fine_tune_learning_rate`). The trial's score is its
-    best epoch over both phases, and its checkpoint is the whole classifier at that epoch,
-    so `tuner.get_best_models()` returns a model from raw `[0, 255]` images.
-
-    Hyperparameters (canonical names first): `learning_rate` (the head's, and phase 1's),
-    `epochs` (head epochs; phase 1 of `full`), `batch_size`, `dropout` (the head's),
-    `optimizer` (both phases), `state` (`head` | `full`), `fine_tune_learning_rate`,
-    `fine_tune_epochs` and `unfreeze_from` (the fraction of the backbone's depth that stays
-    frozen in phase 2; these three only matter to `full` trials), `backbone`, `alpha`,
-    `image_size` and `weights` (`none`, `imagenet`, or a weights-file path). A setting that
-    is fixed rather than tuned is a one-value choice, e.g.
-    `weights: {type: choice, values: [imagenet]}`; it is recorded with every trial.
-
-    Feature caching: with no augmentation (search never augments), `fit_head` runs the
-    frozen backbone once per trial over the training and validation images and trains the
-    head on those cached features, so head epochs 2..N never run the backbone; phase 1 of
-    a `full` trial does the same. With `feature_cache`, the features are kept on disk, keyed
-    by the backbone's weights and the data (`kfound.features`), so every trial on the same
-    pretrained backbone and image size reads the first one's; a randomly initialised
-    backbone differs in every trial, and computes its own. The decoded images are shared
-    too: the data is loaded once per image size, and a tuned batch size rebatches it
-    (`kfound.data.rebatch`).
-
-    An image size below a backbone's minimum, or `alpha` for a backbone outside the
-    MobileNet family, fails that trial with `backbones.build_backbone`'s error.
-
-    Args:
-        dataset: `"embedded"`, `"tfds:NAME"` or `"folder:PATH"` (see `kfound.data`).
-            It is loaded now, so a bad dataset fails before any trial.
-        space: a `kfound.tuning.SearchSpace`, or `None` to tune nothing.
-        epochs: the head epochs of a trial when the space does not tune `epochs`.
-            Defaults to `10`.
-        max_epochs: if set, caps `epochs` and `fine_tune_epochs` (the `--smoke` runs use 1).
-        jit_compile: passed to `compile`. Defaults to `"auto"`.
-        seed: the seed of the data's split, shuffling and resampling. Defaults to `0`.
-        feature_cache: the folder of the on-disk feature cache shared by the trials, or
-            `None` to keep each trial's features in memory. Defaults to `None`.
-        name: the hypermodel's name.
-
-    Example:
-
-    >>> hypermodel = FinetuneHyperModel("embedded")
-    >>> model = hypermodel.build(kt.HyperParameters())
-    >>> model.input_shape, model.output_shape
-    ((None, 16, 16, 3), (None, 2))
+    The `finetune` class is imported on demand, since it imports TensorFlow.
     """
-
-    HYPERPARAMETERS = ("learning_rate", "epochs", "batch_size", "dropout", "optimizer",
-                       *_FINETUNE_RULES)
-    OBJECTIVES = ClassifierHyperModel.OBJECTIVES
-    DATASETS = ("embedded", "tfds:NAME", "folder:PATH")
-    DEFAULTS = {
-        "learning_rate": 1e-3,
-        "batch_size": 32,
-        "dropout": 0.2,
-        "optimizer": "adam",
-        "state": "head",
-        "fine_tune_learning_rate": 1e-5,  # kfound.finetune's (keras.io's), for ImageNet
-        "fine_tune_epochs": 10,
-        "unfreeze_from": 0.0,  # the whole backbone
-        "backbone": backbones.SMALL_BACKBONE,
-        "alpha": None,  # the backbone's own
-        "image_size": None,  # the backbone's default (backbones.default_image_size)
-        "weights": "none",
-    }
-
-    def __init__(self, dataset, space=None, epochs=10, max_epochs=None, jit_compile="auto",
-                 seed=0, feature_cache=None, name=None):
-        super().__init__(name=name)
-        self.dataset = dataset
-        self.feature_cache = feature_cache
-        self.space = space
-        self.epochs = epochs
-        self.max_epochs = max_epochs
-        self.jit_compile = jit_compile
-        self.seed = seed
-        self._loaded = {}  # image size -> kfound.data.ImageData
-        self._classifier = None  # the Classifier of the last model `build` made
-        defaults = self.declare_hyperparameters(kt.HyperParameters())
-        loaded = self.data(defaults)
-        self.num_classes = loaded.num_classes
-        self.class_names = list(loaded.class_names)
-
-    @classmethod
-    def check_hyperparameter(cls, entry):
-        """Returns what is wrong with a `space.Hyperparameter` for this model, or `None`."""
-        return {**_RULES, **_FINETUNE_RULES}[entry.name].problem(entry)
-
-    def declare_hyperparameters(self, hp):
-        if self.space is not None:
-            self.space.declare(hp)
-        return hp
-
-    def value(self, hp, name):
-        """The trial's value of a hyperparameter, or the model's default."""
-        if self.space is not None and name in self.space.hyperparameters:
-            return self.space.hyperparameters[name].declare(hp)
-        return self.epochs if name == "epochs" else self.DEFAULTS[name]
-
-    def data(self, hp):
-        """The trial's `kfound.data.ImageData`: loaded once per image size, rebatched."""
-        size = self.value(hp, "image_size") or backbones.default_image_size(
-            self.value(hp, "backbone"))
-        if size not in self._loaded:
-            self._loaded[size] = kdata.load_image_data(
-                self.dataset, size, batch_size=self.DEFAULTS["batch_size"], seed=self.seed)
-        data = self._loaded[size]
-        batch_size = self.value(hp, "batch_size")
-        return data if batch_size == data.batch_size else kdata.rebatch(data, batch_size)
-
-    def build(self, hp):
-        backbone_name = self.value(hp, "backbone")
-        weights = self.value(hp, "weights")
-        alpha = self.value(hp, "alpha")
-        backbone = backbones.build_backbone(
-            backbone_name, weights=None if weights == "none" else weights,
-            image_size=self.data(hp).image_size,
-            alpha=None if alpha is None else float(alpha),
-        )
-        self._classifier = finetune.Classifier(backbone, backbone_name, self.num_classes,
-                                               dropout=self.value(hp, "dropout"))
-        return self._classifier.model
-
-    def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
-        """Trains `model` (the last `build`'s) in the trial's state on the space's dataset.
-
-        Returns:
-            A `keras.callbacks.History` of every epoch (both phases of `full`).
-        """
-        if args or kwargs:
-            given = ", ".join([*(type(a).__name__ for a in args), *kwargs])
-            raise ValueError(
-                "FinetuneHyperModel loads its dataset itself and sets its own epochs: "
-                "`tuner.search` takes no data, epochs or other fit arguments (Hyperband's "
-                f"epoch schedule is not supported). Received: {given}"
-            )
-        if self._classifier is None or model is not self._classifier.model:
-            raise ValueError("Argument `model` must be the model this hypermodel's `build` "
-                             f"returned last. Received: model={model.name!r}")
-        classifier = self._classifier
-        # KerasTuner's checkpoint saves the model being fit; on cached features that is the
-        # head alone, so it is pointed at the whole classifier, which shares the head.
-        callbacks = [_WithModel(c, model) if isinstance(c, SaveBestEpoch) else c
-                     for c in callbacks or []]
-        options = finetune.TrainingOptions(
-            learning_rate=self.value(hp, "learning_rate"), optimizer=self.value(hp, "optimizer"),
-            callbacks=callbacks, jit_compile=self.jit_compile, verbose=verbose,
-            log=print if verbose else lambda message: None,
-        )
-        data = self.data(hp)
-        epochs = self._capped(self.value(hp, "epochs"))
-        if self.value(hp, "state") == "head":
-            history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
-                                        feature_cache=self.feature_cache)
-        else:
-            history = finetune.fit_full(
-                classifier, data, epochs=epochs, options=options,
-                feature_cache=self.feature_cache,
-                fine_tune_epochs=self._capped(self.value(hp, "fine_tune_epochs")),
-                fine_tune_learning_rate=self.value(hp, "fine_tune_learning_rate"),
-                unfreeze_from=float(self.value(hp, "unfreeze_from")),
-            )
-        result = keras.callbacks.History()
-        result.epoch = [e - 1 for e in history["epoch"]]
-        result.history = {k: v for k, v in history.items() if k not in ("epoch", "phase")}
-        return result
-
-    def _capped(self, epochs):
-        return epochs if self.max_epochs is None else min(epochs, self.max_epochs)
+    module, _, name = HYPERMODELS[model].rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
-class _WithModel(keras.callbacks.Callback):
-    """Runs `callback`'s epoch ends with `model` as its model, whatever model is fit."""
-
-    def __init__(self, callback, model):
-        super().__init__()
-        self.callback = callback
-        self.target = model
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.callback.set_model(self.target)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.callback.on_epoch_end(epoch, logs)
-
-
-HYPERMODELS = {"mlp": MLPHyperModel, "cnn": CNNHyperModel, "finetune": FinetuneHyperModel}

@@ -55,7 +55,8 @@ def available_cores():
     return len(_own_cores()) or os.cpu_count() or 1
 
 
-def _listening(host, port):
+def is_listening(host, port):
+    """Whether a TCP server accepts connections on `host:port` now."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
     return False
@@ -133,7 +134,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     say(f"launch: chief pid {chief.pid} on {address}", flush=True)
     # Workers start once the chief listens, so that a chief's --overwrite cannot delete
     # what they write.
-    while not _listening(HOST, port):
+    while not is_listening(HOST, port):
         if chief.poll() is not None:
             return chief.returncode
         time.sleep(_POLL_SECONDS)

@@ -3,12 +3,16 @@
 import math
 import os
 
+from keras_tuner.engine.trial import TrialStatus
+
 from kfound import io_utils, runs
+from kfound.tuning.tuners import FINISHED
 
 
 def trial_records(oracle):
     """One dict per trial, by trial id: `trial_id`, `hyperparameters`, `score`, `status`
-    (KerasTuner's names: RUNNING, COMPLETED, FAILED, ...), `seconds` and `worker`."""
+    (a `keras_tuner.engine.trial.TrialStatus`: RUNNING, COMPLETED, FAILED, ...), `seconds`
+    and `worker`."""
     seconds = getattr(oracle, "trial_seconds", {})
     workers = getattr(oracle, "trial_workers", {})
     return [
@@ -24,9 +28,14 @@ def trial_records(oracle):
     ]
 
 
+def completed_records(records):
+    """The records of the trials that completed with a score."""
+    return [r for r in records if r["status"] == TrialStatus.COMPLETED and r["score"] is not None]
+
+
 def best_record(records, direction):
     """The completed record with the best score, or `None`."""
-    completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]
+    completed = completed_records(records)
     if not completed:
         return None
     pick = max if direction == "max" else min
@@ -40,25 +49,27 @@ class SearchReporter:
     Args:
         output: the run folder.
         verbose: print the progress line. Defaults to `True`.
+        distribution: the `kfound.distribution` record to write into `best.json`.
     """
 
-    def __init__(self, output, verbose=True):
+    def __init__(self, output, verbose=True, distribution=None):
         self.output = output
         self.verbose = verbose
+        self.distribution = distribution
 
     def __call__(self, oracle, trial):
         records = trial_records(oracle)
         io_utils.write_json(os.path.join(self.output, "trials.json"), records)
         best = best_record(records, oracle.objective.direction)
         if best is not None:
-            write_best(self.output, best, oracle.objective)
+            write_best(self.output, best, oracle.objective, self.distribution)
         if self.verbose:
             print(progress_line(oracle, trial, records, best), flush=True)
 
 
 def progress_line(oracle, trial, records, best):
     """`[trial 3/10] COMPLETED val_accuracy=0.9421 in 4.2s (worker1) | best 0.9533 (trial 1)`."""
-    done = sum(r["status"] in ("COMPLETED", "FAILED") for r in records)
+    done = sum(r["status"] in FINISHED for r in records)
     total = f"/{oracle.max_trials}" if oracle.max_trials else ""
     score = "" if trial.score is None else f" {oracle.objective.name}={trial.score:.4f}"
     seconds = getattr(oracle, "trial_seconds", {}).get(trial.trial_id)
@@ -72,20 +83,22 @@ def progress_line(oracle, trial, records, best):
             f"{values}")
 
 
-def write_best(output, best, objective):
-    """Writes `best.json`: the objective, the best trial's id, score and hyperparameters."""
+def write_best(output, best, objective, distribution=None):
+    """Writes `best.json`: the objective, the best trial's id, score and hyperparameters,
+    and the `kfound.distribution` record of how trials trained (`{"kind", "devices"}`)."""
     io_utils.write_json(os.path.join(output, "best.json"), {
         "objective": objective.name,
         "direction": objective.direction,
         "trial_id": best["trial_id"],
         "score": best["score"],
         "hyperparameters": best["hyperparameters"],
+        "distribution": distribution,
     })
 
 
 def summary_table(records, direction, objective_name, top=10):
     """The `top` completed trials, best first, as a printable table."""
-    completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]
+    completed = completed_records(records)
     completed.sort(key=lambda r: r["score"], reverse=direction == "max")
     names = [n for n in (completed[0]["hyperparameters"] if completed else {})
              if not n.startswith("tuner/")]
@@ -103,7 +116,7 @@ def plot_search(records, objective_name, direction, path):
     more numeric hyperparameters vary, the two most varied against the score."""
     from matplotlib.figure import Figure
 
-    completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]
+    completed = completed_records(records)
     numeric = _varying_numeric(completed)
     figure = Figure(figsize=(11 if len(numeric) >= 2 else 6, 4.2), layout="constrained")
     axes = figure.subplots(1, 2 if len(numeric) >= 2 else 1, squeeze=False)[0]

@@ -17,14 +17,16 @@ import time
 import warnings
 
 import keras
+from keras_tuner.engine.trial import TrialStatus
 
-from kfound import io_utils, prediction, runs
+from kfound import _compat, distribution, io_utils, runs
 from kfound.data import load_digits
-from kfound.tuning import hypermodels, results, space, tuners
+from kfound.tuning import hypermodels, launch, results, space, tuners
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
 _DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
 _POLL_SECONDS = 0.2
+CONNECT_TIMEOUT = 120.0  # seconds a worker waits for its chief (--connect-timeout)
 
 
 def build_parser():
@@ -59,6 +61,10 @@ def build_parser():
     parser.add_argument("--worker-id", default=None,
                         help="a worker's stable name; restarting a worker under the same name "
                              "resumes its trial (default: worker-<host>-<pid>)")
+    parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="how long a worker waits for the chief at --oracle before it "
+                             f"gives up (default: {CONNECT_TIMEOUT:g})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     runs.add_run_arguments(parser, run_name="search-{space_name}-{tuner}")
     return parser
@@ -80,6 +86,9 @@ def parse_args(argv=None):
             parser.error(f"argument --oracle must be HOST:PORT. Received: oracle={args.oracle!r}")
         if args.role is None:
             parser.error("--oracle needs --role chief or --role worker. Received: role=None")
+    if not args.connect_timeout > 0:
+        parser.error("argument --connect-timeout must be > 0 seconds. "
+                     f"Received: connect_timeout={args.connect_timeout}")
     if args.worker_id is not None and "chief" in args.worker_id:
         parser.error("argument --worker-id must not contain 'chief' (KerasTuner reserves it). "
                      f"Received: worker_id={args.worker_id!r}")
@@ -88,12 +97,16 @@ def parse_args(argv=None):
 
 
 def load_data(smoke=False):
-    """Digits as `(8, 8, 1)` images, for models `mlp` and `cnn`; a small slice with `smoke`."""
+    """Digits as `(8, 8, 1)` images, for models `mlp` and `cnn`; a small slice with `smoke`.
+
+    Under DataParallel each set is cut to a length the device count divides (at most one
+    example per device less), so that every batch splits evenly.
+    """
     (x, y), (x_val, y_val) = load_digits()
     if smoke:
         x, y = x[:SMOKE_TRAIN], y[:SMOKE_TRAIN]
         x_val, y_val = x_val[:SMOKE_VALIDATION], y_val[:SMOKE_VALIDATION]
-    return (x, y), (x_val, y_val)
+    return distribution.trim_to_devices(x, y), distribution.trim_to_devices(x_val, y_val)
 
 
 def hypermodel_inputs(search_space, smoke=False, seed=0, output=None):
@@ -175,32 +188,54 @@ def _check_resume(output, search_space, args):
     io_utils.write_json(saved, config)
 
 
+def wait_for_chief(address, timeout, log=print):
+    """Waits until the chief at `address` (`HOST:PORT`) listens; says so while it waits.
+
+    Raises:
+        ConnectionError: nothing listened there within `timeout` seconds.
+    """
+    host, _, port = address.rpartition(":")
+    if launch.is_listening(host, int(port)):
+        return
+    log(f"Worker {os.environ['KERASTUNER_TUNER_ID']}: waiting for the chief at {address} "
+        f"(giving up after {timeout:g}s, --connect-timeout)", flush=True)
+    deadline = time.monotonic() + timeout
+    while not launch.is_listening(host, int(port)):
+        if time.monotonic() > deadline:
+            raise ConnectionError(
+                f"No chief answered at {address} within {timeout:g}s: start the chief first "
+                f"(--role chief --oracle {address}), check the address, or raise "
+                f"--connect-timeout. Received: oracle={address!r}"
+            )
+        time.sleep(_POLL_SECONDS)
+
+
 def serve_oracle(oracle, address):
     """Serves `oracle` over KerasTuner's gRPC protocol until the search is done.
 
-    This is `keras_tuner`'s `oracle_chief.start_server` with a short poll: KerasTuner's
-    own sleeps 20 seconds at a time while the last trials finish.
+    This is `keras_tuner`'s own chief with a short poll: KerasTuner's sleeps 20 seconds
+    at a time while the last trials finish.
     """
     from concurrent import futures
 
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    servicer = _compat.add_oracle_servicer(oracle, server)
     server.add_insecure_port(address)
     server.start()
     try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+        while not _compat.chief_may_exit(oracle, servicer):
             time.sleep(_POLL_SECONDS)
     finally:
         server.stop(grace=1)
 
 
-def finish(tuner, output, quiet=False):
-    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png`; prints the table."""
+def finish(tuner, output, quiet=False, placement=None):
+    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png`; prints the table.
+
+    `placement` is the `kfound.distribution` record that `best.json` gets.
+    """
     oracle = tuner.oracle
     records = results.trial_records(oracle)
     io_utils.write_json(output / "trials.json", records)
@@ -208,7 +243,7 @@ def finish(tuner, output, quiet=False):
     if best is None:
         print("No trial completed; nothing to report.")
         return None
-    results.write_best(output, best, oracle.objective)
+    results.write_best(output, best, oracle.objective, placement)
     with warnings.catch_warnings():
         # The checkpoint holds the optimizer's variables; the reloaded model has none yet.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -218,11 +253,13 @@ def finish(tuner, output, quiet=False):
     if class_names is not None:
         # As kfound.finetune saves a classifier, so `recipes/finetune.py --state predict
         # --model .../best_model.keras` labels images with names, not indices.
+        from kfound import prediction
+
         io_utils.write_json(output / prediction.CLASSES_FILE, class_names)
     results.plot_search(records, oracle.objective.name, oracle.objective.direction,
                         output / "search.png")
     if not quiet:
-        completed = sum(r["status"] == "COMPLETED" for r in records)
+        completed = sum(r["status"] == TrialStatus.COMPLETED for r in records)
         print(f"\n{completed} trials completed; best {oracle.objective.name}="
               f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/\n")
         print(results.summary_table(records, oracle.objective.direction, oracle.objective.name))
@@ -234,10 +271,12 @@ def main(argv=None):
     args = parse_args(argv)
     search_space = space.load_space(args.space)
     check_arguments(args, search_space)
+    if args.output is None:  # The same default for the chief and its workers.
+        args.output = os.path.join(runs.SAVED_MODELS, f"search-{args.space_name}-{args.tuner}")
+    io_utils.check_writable_folder(args.output)
     role = _configure_role(args)
     if role == "worker":
-        if args.output is None:
-            args.output = os.path.join(runs.SAVED_MODELS, f"search-{args.space_name}-{args.tuner}")
+        wait_for_chief(args.oracle, args.connect_timeout)
         output = pathlib.Path(args.output)
         keras.utils.set_random_seed(args.seed)
     else:
@@ -245,10 +284,11 @@ def main(argv=None):
         _check_resume(output, search_space, args)
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
+    placement = distribution.setup()
 
     model_kwargs, search_args, search_kwargs = hypermodel_inputs(
         search_space, args.smoke, args.seed, output=str(output))
-    hypermodel = hypermodels.HYPERMODELS[search_space.model](
+    hypermodel = hypermodels.hypermodel_class(search_space.model)(
         **model_kwargs, space=search_space,
         epochs=args.epochs or 10, max_epochs=1 if args.smoke else None,
         jit_compile=True if args.jit else "auto",
@@ -256,15 +296,18 @@ def main(argv=None):
     max_trials = args.max_trials or (
         search_space.grid_size() if args.tuner == "grid"
         else _SMOKE_TRIALS if args.smoke else _DEFAULT_TRIALS)
-    reporter = results.SearchReporter(output, verbose=not args.quiet)
+    reporter = results.SearchReporter(output, verbose=not args.quiet,
+                                      distribution=placement.record())
     tuner = tuners.make_tuner(
         args.tuner, hypermodel, search_space.objective, directory=output,
         max_trials=max_trials, seed=args.seed, max_epochs=2 if args.smoke else args.epochs,
         overwrite=args.overwrite and role != "worker",
         executions_per_trial=args.executions_per_trial, reporter=reporter,
+        distribution_strategy=placement.strategy,
+        trial_log=print if role == "worker" and not args.quiet else None,
     )
     if role != "worker" and not args.quiet:
-        done = sum(t.status in ("COMPLETED", "FAILED") for t in tuner.oracle.trials.values())
+        done = sum(t.status in tuners.FINISHED for t in tuner.oracle.trials.values())
         resumed = f", resuming after {done} finished trials" if done else ""
         print(f"Search: {args.tuner} on {search_space.source} ({search_space.model}, "
               f"{search_space.objective.name} {search_space.objective.direction}), "
@@ -277,8 +320,16 @@ def main(argv=None):
         tuner.search(*search_args, **search_kwargs, verbose=0)
     if role == "worker":
         return None
-    return finish(tuner, output, quiet=args.quiet)
+    return finish(tuner, output, quiet=args.quiet, placement=placement.record())
+
+
+def cli(argv=None):
+    """`main`, with bad input and an absent chief as one line on stderr instead of a traceback."""
+    try:
+        return main(argv)
+    except (ValueError, ConnectionError) as e:
+        build_parser().exit(2, f"tuning/search.py: error: {e}\n")
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,32 +8,33 @@ are KerasTuner's own, with three additions that a search killed with `kill -9` n
 - on reload, a trial whose file was written but whose oracle state was not (a kill
   between the two writes) is reconciled: a trial that finished is not run again, and a
   trial that was never recorded is proposed afresh;
-- the grid oracle rebuilds its cursor from the trials, which KerasTuner does not save
-  (keras-tuner #1055: a resumed `GridSearch` dies with a `KeyError`).
+- the grid oracle derives its next point from the trials, so it needs no cursor, which
+  KerasTuner's does not save (keras-tuner #1055: a resumed `GridSearch` dies with a
+  `KeyError`).
 
 They also time each trial, remember which worker ran it, and call a `reporter` when a
 trial ends (on the chief, in a distributed search), which writes `trials.json`.
 """
 
-import functools
 import gc
+import itertools
 import json
 import os
 import time
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.tuners.gridsearch import LinkedList
+from keras_tuner.engine.trial import TrialStatus
 
-from kfound import io_utils
+from kfound import _compat, distribution, io_utils
 from kfound.tuning.lipo_oracle import LIPOOracle
 
 TUNERS = ("grid", "random", "bayesian", "hyperband", "lipo")
-_FINISHED = ("COMPLETED", "FAILED")
+FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 IDLE_SECONDS = 0.1  # how long a worker told to wait (an IDLE trial) waits before asking again
 
 
-class ResumableOracle:
+class ResumableOracle(_compat.TrialFileHook):
     """Mixin for a `keras_tuner.Oracle`: atomic state files, kill-safe reload, trial timing.
 
     Args:
@@ -50,7 +51,7 @@ class ResumableOracle:
 
     def create_trial(self, tuner_id):
         trial = self._create_trial(tuner_id)
-        if trial.status == "IDLE":
+        if trial.status == TrialStatus.IDLE:
             # KerasTuner's workers ask again at once: slow them down, outside the lock.
             time.sleep(IDLE_SECONDS)
         return trial
@@ -58,7 +59,7 @@ class ResumableOracle:
     @kt.synchronized
     def _create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
-        if trial.status == "RUNNING":
+        if trial.status == TrialStatus.RUNNING:
             self.trial_started[trial.trial_id] = time.time()
             self.trial_workers[trial.trial_id] = tuner_id
         return trial
@@ -83,11 +84,12 @@ class ResumableOracle:
         self.trial_workers = dict(state.get("kfound", {}).get("workers", {}))
 
     def save(self):
-        io_utils.write_text(self._get_oracle_fname(), json.dumps(self.get_state()))
+        io_utils.write_text(_compat.oracle_state_file(self), json.dumps(self.get_state()))
 
-    def _save_trial(self, trial):
-        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
-        io_utils.write_text(path, json.dumps(trial.get_state()))
+    def save_trial(self, trial):
+        """Writes `trial`'s `trial.json` atomically (KerasTuner calls it for every change)."""
+        io_utils.write_text(_compat.trial_state_file(self, trial.trial_id),
+                            json.dumps(trial.get_state()))
 
     def reload(self):
         super().reload()  # Loads the trials and the state; ongoing trials go to the retry queue.
@@ -95,47 +97,68 @@ class ResumableOracle:
         # never handed it out as far as its state knows, so it is proposed afresh.
         for trial_id in [t for t in self.trials if t not in self.start_order]:
             del self.trials[trial_id]
-        # Killed after a finished trial's file was written but before the oracle's.
-        for trial_id in list(self._retry_queue):
-            if self.trials[trial_id].status in _FINISHED:
-                self._retry_queue.remove(trial_id)
-                if trial_id not in self.end_order:
-                    self.end_order.append(trial_id)
+        # Killed after a finished trial's file was written but before the oracle's: it
+        # is not retried, and it counts as ended.
+        state = self.get_state()
+        finished = [t for t in state["retry_queue"] if self.trials[t].status in FINISHED]
+        if finished:
+            state["retry_queue"] = [t for t in state["retry_queue"] if t not in finished]
+            state["end_order"] += [t for t in finished if t not in state["end_order"]]
+            self.set_state(state)
 
 
-class GridOracle(ResumableOracle, kt.oracles.GridSearchOracle):
-    """KerasTuner's grid search, resumable, and parallel in a distributed search.
+class GridOracle(ResumableOracle, kt.Oracle):
+    """A grid search over every combination of the space's values, resumable and parallel.
 
-    KerasTuner steps past a grid point only once its trial has ended, in case that trial
-    declares new (conditional) hyperparameters; meanwhile other workers are told to wait,
-    so that a distributed grid runs one trial at a time. This oracle hands out the point
-    after the last one handed out instead. Points that new hyperparameters reveal are
-    still added when the trials that declared them end, as KerasTuner does.
+    The grid is KerasTuner's: each hyperparameter's `values` (an unstepped `Float` gives
+    10 samples), its default first, the last hyperparameter varying fastest. Each new
+    trial takes the first point no trial has taken, so the oracle keeps no cursor: a
+    resumed search goes on where it stopped, and in a distributed search every idle worker
+    gets a point of its own (KerasTuner's grid makes workers wait for the running trial to
+    end, so that it runs one trial at a time). Hyperparameters that a trial declares are
+    added to the grid when it ends (`update_space`), as KerasTuner does.
+
+    Args: as `keras_tuner.Oracle`; `max_trials=None` runs the whole grid.
     """
 
-    def _grid_order(self):
-        return functools.cmp_to_key(lambda a, b: self._compare(
-            self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values))
-
     def populate_space(self, trial_id):
-        result = super().populate_space(trial_id)
-        if result["status"] != "IDLE" or not self.start_order:
-            return result
-        last = max(self.start_order, key=self._grid_order())
-        values = self._get_next_combination(self.trials[last].hyperparameters.values)
-        if values is None:  # The grid is handed out; wait for its last trials to end.
-            return result
-        self._ordered_ids.insert(trial_id, last)
-        return {"status": "RUNNING", "values": values}
+        taken = {_point_key(t.hyperparameters.values) for t in self.trials.values()}
+        for values in grid_points(self.get_space()):
+            if _point_key(values) not in taken:
+                return {"status": TrialStatus.RUNNING, "values": values}
+        if self.ongoing_trials:  # The grid is handed out; wait for its last trials to end.
+            return {"status": TrialStatus.IDLE, "values": None}
+        return {"status": TrialStatus.STOPPED, "values": None}
 
-    def reload(self):
-        super().reload()
-        # KerasTuner does not save the grid's cursor (keras-tuner #1055). Rebuild it: the
-        # trials in grid order, and every trial as a place to look for the next point.
-        self._ordered_ids = LinkedList()
-        for trial_id in sorted(self.start_order, key=self._grid_order()):
-            self._ordered_ids.insert(trial_id)
-        self._populate_next = list(self.start_order)
+
+def grid_axis(hp):
+    """The values a grid search takes for one hyperparameter: its default, then the others."""
+    return [hp.default, *(v for v in hp.values if v != hp.default)]
+
+
+def grid_points(hyperparameters):
+    """Yields every point of the grid of a `keras_tuner.HyperParameters`, in grid order.
+
+    Each point is a dict of the values of the hyperparameters active at that point.
+    """
+    space = hyperparameters.space
+    names = [hp.name for hp in space]
+    conditional = any(hp.conditions for hp in space)
+    seen = set()
+    for combination in itertools.product(*(grid_axis(hp) for hp in space)):
+        values = dict(zip(names, combination, strict=True))
+        if conditional:
+            hps = hyperparameters.copy()
+            hps.values = values
+            values = {hp.name: values[hp.name] for hp in space if hps.is_active(hp)}
+            if _point_key(values) in seen:
+                continue
+            seen.add(_point_key(values))
+        yield values
+
+
+def _point_key(values):
+    return tuple(sorted((k, repr(v)) for k, v in values.items()))
 
 
 class RandomOracle(ResumableOracle, kt.oracles.RandomSearchOracle):
@@ -157,22 +180,38 @@ class ResumableLIPOOracle(ResumableOracle, LIPOOracle):
 class _TunerMixin:
     """Writes the tuner's file atomically and keeps the garbage collector off the trials' path.
 
-    KerasTuner frees the previous trial's model and graph before each build
-    (`Tuner._try_build` calls `keras.utils.clear_session()` and `gc.collect()`), so memory
-    does not grow across trials (measured by `benchmarks/tuning.py`). Each full collection
-    walks every object the process tracks, about half a million once TensorFlow and Keras
-    are imported: 0.3-0.7 s on a 2-core CPU, twice a trial, often more than a small trial's
-    training. `search` therefore freezes (`gc.freeze()`) the objects alive when it starts,
-    so that collections during the search walk only what the search itself created, and
-    unfreezes them when it ends. Only reference cycles among those pre-existing objects
-    that die during the search wait until its end to be freed. When the process has
-    already frozen objects, `search` leaves the collector as it is.
+    KerasTuner frees the previous trial's model and graph before each build (it calls
+    `keras.utils.clear_session()` and `gc.collect()`), so memory does not grow across
+    trials. Each full collection walks every object the process tracks, about half a
+    million once TensorFlow and Keras are imported, twice a trial: on a small CPU that can
+    take longer than a small trial's training (`benchmarks/tuning.py` measures it, and
+    the README quotes the figures). `search` therefore freezes (`gc.freeze()`) the objects
+    alive when it starts, so that collections during the search walk only what the search
+    itself created, and unfreezes them when it ends. Only reference cycles among those
+    pre-existing objects that die during the search wait until its end to be freed. When
+    the process has already frozen objects, `search` leaves the collector as it is.
     """
 
+    trial_log = None  # `make_tuner`'s: called with one line per trial this process ends.
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self.trial_began = time.time()
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.trial_log is not None:
+            # The oracle (the chief's, in a distributed search) has scored the trial.
+            ended = self.oracle.get_trial(trial.trial_id)
+            score = "" if ended.score is None else (
+                f" {self.oracle.objective.name}={ended.score:.4f}")
+            self.trial_log(f"[{self.tuner_id}] trial {trial.trial_id} {ended.status}{score} "
+                           f"in {time.time() - self.trial_began:.1f}s")
+
     def save(self):
-        if not self._is_worker():
+        if not _compat.is_worker(self):
             self.oracle.save()
-        io_utils.write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
+        io_utils.write_text(_compat.tuner_state_file(self), json.dumps(self.get_state()))
 
     def on_search_begin(self):
         super().on_search_begin()
@@ -202,19 +241,7 @@ class HyperbandTuner(_TunerMixin, kt.Hyperband):
     """`keras_tuner.Hyperband`'s trial logic (epochs per round, warm starts) on a given oracle."""
 
     def __init__(self, oracle, **kwargs):
-        # `kt.Hyperband.__init__` builds its own oracle; take ours instead.
-        kt.Tuner.__init__(self, oracle=oracle, **kwargs)
-
-
-def default_distribution_strategy():
-    """`tf.distribute.MirroredStrategy` over every GPU when more than one is visible."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return None
+        _compat.init_tuner_with_oracle(self, oracle, **kwargs)
 
 
 def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, reporter=None):
@@ -249,7 +276,8 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
 
 def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=None,
                max_epochs=None, project_name="keras_tuner", overwrite=False,
-               executions_per_trial=1, distribution_strategy="auto", reporter=None):
+               executions_per_trial=1, distribution_strategy="auto", reporter=None,
+               trial_log=None):
     """Builds a resumable KerasTuner tuner.
 
     Args:
@@ -262,7 +290,12 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
         overwrite: start over instead of resuming. Defaults to `False`.
         executions_per_trial: models trained per trial, their scores averaged.
         distribution_strategy: a `tf.distribute.Strategy`, `None`, or `"auto"`
-            (default): `MirroredStrategy` when more than one GPU is visible.
+            (default): `kfound.distribution.setup()`'s (MirroredStrategy over several
+            GPUs under TensorFlow; under JAX, DataParallel over several devices is set
+            for the process instead).
+        trial_log: an optional callable given one line per trial that this process
+            ends (`[worker1] trial 03 COMPLETED val_accuracy=0.9421 in 4.2s`): a worker's
+            progress, since the `reporter` runs on the chief.
 
     Returns:
         A `keras_tuner.Tuner`. Running the same call again resumes the search.
@@ -275,10 +308,12 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
     ```
     """
     if distribution_strategy == "auto":
-        distribution_strategy = default_distribution_strategy()
+        distribution_strategy = distribution.setup().strategy
     oracle = make_oracle(name, objective, max_trials, seed, max_epochs, reporter)
     cls = HyperbandTuner if name == "hyperband" else Tuner
-    return cls(oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
-               project_name=project_name, overwrite=overwrite,
-               executions_per_trial=executions_per_trial,
-               distribution_strategy=distribution_strategy)
+    tuner = cls(oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
+                project_name=project_name, overwrite=overwrite,
+                executions_per_trial=executions_per_trial,
+                distribution_strategy=distribution_strategy)
+    tuner.trial_log = trial_log
+    return tuner

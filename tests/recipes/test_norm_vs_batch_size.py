@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from kfound import datasets, layers
+from kfound import layers
+from kfound.data import load_digits
 
 
 def test_norm_vs_batch_size_smoke(recipe, build_index, tmp_path, capsys):
@@ -51,7 +52,7 @@ def test_verdict_reads_the_numbers(recipe):
 
 
 def test_lrn_with_the_books_constants_is_nearly_a_constant_scaling(recipe):
-    _, (x_val, _) = datasets.load_digits(images=True, seed=0)
+    _, (x_val, _) = load_digits(images=True, seed=0)
     model = recipe.build_model("lrn", 8, 0.05, seed=0)
     scaling = recipe.lrn_scaling(model, x_val[:64])
     assert len(scaling) == 3

@@ -12,7 +12,7 @@ from finetune_test_utils import write_image_folder
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
 from kfound import prediction
-from kfound.tuning import hypermodels, search, space
+from kfound.tuning import finetune_hypermodel, search, space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def _one(value):
 
 
 def _trial(model_space, **kwargs):
-    hypermodel = hypermodels.FinetuneHyperModel(model_space.dataset, space=model_space,
+    hypermodel = finetune_hypermodel.FinetuneHyperModel(model_space.dataset, space=model_space,
                                                 max_epochs=1, **kwargs)
     hp = model_space.declare(kt.HyperParameters())
     return hypermodel, hp, hypermodel.build(hp)
@@ -68,16 +68,19 @@ def test_full_trial_unfreezes_from_the_depth_fraction():
     assert history.epoch == [0, 1]  # max_epochs=1 caps each phase
     backbone = hypermodel._classifier.backbone
     first = len(backbone.layers) // 2
-    assert [layer.trainable for layer in backbone.layers] == [  # BatchNorm stays frozen
+    # From `first` on, every layer trains but BatchNormalization, which stays in inference
+    # mode (kfound.finetune.freeze_batchnorm).
+    assert [layer.trainable for layer in backbone.layers] == [
         i >= first and not isinstance(layer, keras.layers.BatchNormalization)
         for i, layer in enumerate(backbone.layers)]
+    assert any(layer.trainable for layer in backbone.layers[first:])
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
 def test_data_is_loaded_once_per_image_size_and_rebatched():
     model_space = _space(image_size={"type": "choice", "values": [8, 12]},
                          batch_size={"type": "choice", "values": [4, 32]})
-    hypermodel = hypermodels.FinetuneHyperModel("embedded", space=model_space)
+    hypermodel = finetune_hypermodel.FinetuneHyperModel("embedded", space=model_space)
     hp = model_space.declare(kt.HyperParameters())
     hp.values.update(image_size=12, batch_size=4)
     data = hypermodel.data(hp)
@@ -88,7 +91,7 @@ def test_data_is_loaded_once_per_image_size_and_rebatched():
 
 
 def test_defaults_are_kfound_finetunes():
-    hypermodel = hypermodels.FinetuneHyperModel("embedded")
+    hypermodel = finetune_hypermodel.FinetuneHyperModel("embedded")
     model = hypermodel.build(kt.HyperParameters())
     assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 2)
     assert hypermodel._classifier.backbone_name == "SmallConvNet"
@@ -119,7 +122,7 @@ def test_search_cli_on_the_example_space(tmp_path):
     trials = json.loads((output / "trials.json").read_text())
     assert [t["status"] for t in trials] == ["COMPLETED"]
     model = keras.saving.load_model(output / "best_model.keras")
-    hypermodel = hypermodels.FinetuneHyperModel("embedded")
+    hypermodel = finetune_hypermodel.FinetuneHyperModel("embedded")
     # Its class names lie beside it, as for a model the fine-tuning recipe saved.
     _, class_names = prediction.load_classifier(str(output / "best_model.keras"))
     assert class_names == hypermodel.class_names

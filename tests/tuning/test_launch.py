@@ -35,7 +35,7 @@ def _trials(output):
     return json.loads((pathlib.Path(output) / "trials.json").read_text())
 
 
-def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch, capsys):
+def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     output = tmp_path / "run"
     code = launch.launch(["--tuner", "grid", "--space", _grid(tmp_path), "--smoke",
@@ -47,7 +47,13 @@ def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch, capsys)
     assert (output / "best_model.keras").exists() and (output / "best.json").exists()
     # The workers share the cores.
     threads = max(1, launch.available_cores() // 2)
-    assert capsys.readouterr().out.count(f"(threads: {threads})") == 2
+    printed = capfd.readouterr().out
+    assert printed.count(f"(threads: {threads})") == 2
+    # Each worker prints one line per trial it finishes.
+    lines = re.findall(r"^\[(worker\d)\] trial (\d+) COMPLETED val_accuracy=[\d.]+ in [\d.]+s$",
+                       printed, re.M)
+    assert sorted(trial for _, trial in lines) == sorted(t["trial_id"] for t in trials)
+    assert {worker for worker, _ in lines} == {"worker1", "worker2"}
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 
 from kfound.tuning import search
@@ -51,8 +52,14 @@ def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     assert all(t["seconds"] > 0 and set(t) >= {"trial_id", "hyperparameters", "score"}
                for t in trials)
     assert json.loads((output / "best.json").read_text())["score"] == best["score"]
-    for name in ("best_model.keras", "search.png", "args.json"):
+    for name in ("search.png", "args.json"):
         assert (output / name).stat().st_size > 0
+    # The saved best model is the best trial's checkpoint: it scores what the trial scored.
+    model = keras.saving.load_model(output / "best_model.keras", compile=False)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, validation = search.load_data(smoke=True)
+    _, accuracy = model.evaluate(*validation, verbose=0)
+    assert accuracy == pytest.approx(best["score"], abs=1e-6)
     printed = capsys.readouterr().out
     assert printed.count("] COMPLETED val_accuracy=") == 2 and "| best " in printed
 
@@ -97,6 +104,7 @@ def test_resume_refuses_another_space(tmp_path):
     (["--role", "worker", "--oracle", "nohost"], r"--oracle must be HOST:PORT"),
     (["--worker-id", "chief2"], r"--worker-id must not contain 'chief'"),
     (["--max-trials", "0"], r"--max-trials must be >= 1"),
+    (["--connect-timeout", "0"], r"--connect-timeout must be > 0 seconds"),
 ])
 def test_bad_flags(tmp_path, argv, match, capsys):
     with pytest.raises(SystemExit):
@@ -146,3 +154,31 @@ def test_resume_after_kill_9(tmp_path, tuner, trials):
     assert len({tuple(sorted(t["hyperparameters"].items())) for t in final}) == trials
     by_id = {t["trial_id"]: t for t in final}
     assert [by_id[t["trial_id"]] for t in before] == before  # Finished trials never rerun.
+
+
+def test_a_worker_without_a_chief_says_whom_it_waits_for_and_gives_up(tmp_path, capsys):
+    from kfound.tuning import launch
+
+    address = f"127.0.0.1:{launch.free_port()}"
+    with pytest.raises(ConnectionError, match=rf"No chief answered at {address} within 0.5s: "
+                                              rf"start the chief first .*--connect-timeout\. "
+                                              rf"Received: oracle='{address}'"):
+        search.main(["--space", _space(tmp_path, SMALL), "--role", "worker", "--oracle",
+                     address, "--worker-id", "w1", "--connect-timeout", "0.5",
+                     "--output", str(tmp_path / "run")])
+    assert f"Worker w1: waiting for the chief at {address}" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_output_is_one_line_on_stderr(tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = subprocess.run(
+        [sys.executable, "tuning/search.py", "--space", _space(tmp_path, SMALL), "--smoke",
+         "--output", str(tmp_path / "file" / "run")],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    # The last line: TensorFlow's start-up logs may come before it.
+    assert out.stderr.strip().splitlines()[-1:] == [
+        "tuning/search.py: error: Argument `output` must be a folder this process can write "
+        f"to; {tmp_path / 'file'} is a file, not a folder. "
+        f"Received: output='{tmp_path / 'file' / 'run'}'"]

@@ -2,6 +2,7 @@
 
 import keras_tuner as kt
 
+from kfound import _compat
 from kfound.tuning import tuners
 
 
@@ -10,7 +11,7 @@ def test_the_grid_hands_a_point_to_each_waiting_worker(tmp_path):
     hp.Choice("learning_rate", [0.003, 0.03])
     hp.Choice("units", [4, 8, 12])
     oracle = tuners.GridOracle(objective="val_accuracy", hyperparameters=hp)
-    oracle._set_project_dir(str(tmp_path), "grid")
+    _compat.set_project_dir(oracle, str(tmp_path), "grid")
     # KerasTuner's own grid answers IDLE to the second worker until the first trial ends.
     trials = [oracle.create_trial(f"worker{i}") for i in range(6)]
     assert [t.status for t in trials] == ["RUNNING"] * 6

@@ -1,0 +1,184 @@
+"""The `finetune` hypermodel: a KerasTuner search over `kfound.finetune`'s head and full states.
+
+It loads its datasets through `kfound.data` (tf.data, TFDS), so it needs TensorFlow;
+`kfound.tuning.hypermodels.hypermodel_class("finetune")` imports it on demand.
+"""
+
+import keras
+import keras_tuner as kt
+
+from kfound import _compat, backbones, finetune
+from kfound import data as kdata
+from kfound.tuning import rules
+from kfound.tuning.hypermodels import SpaceHyperModel
+
+
+class FinetuneHyperModel(SpaceHyperModel):
+    """Fine-tunes a backbone with `kfound.finetune`: head-only or full, on `kfound.data`.
+
+    Each trial builds a `kfound.finetune.Classifier` (backbone, pooling, dropout, dense
+    head) and trains it in one of the two transfer-learning states: `head` (`finetune.fit_head`,
+    the backbone frozen) or `full` (`finetune.fit_full`: the head first, then the backbone
+    unfrozen from `unfreeze_from` at `fine_tune_learning_rate`). The trial's score is its
+    best epoch over both phases, and its checkpoint is the whole classifier at that epoch,
+    so `tuner.get_best_models()` returns a model from raw `[0, 255]` images.
+
+    Hyperparameters (canonical names first): `learning_rate` (the head's, and phase 1's),
+    `epochs` (head epochs; phase 1 of `full`), `batch_size`, `dropout` (the head's),
+    `optimizer` (both phases), `state` (`head` | `full`), `fine_tune_learning_rate`,
+    `fine_tune_epochs` and `unfreeze_from` (the fraction of the backbone's depth that stays
+    frozen in phase 2; these three only matter to `full` trials), `backbone`, `alpha`,
+    `image_size` and `weights` (`none`, `imagenet`, or a weights-file path). A setting that
+    is fixed rather than tuned is a one-value choice, e.g.
+    `weights: {type: choice, values: [imagenet]}`; it is recorded with every trial.
+
+    Feature caching: with no augmentation (search never augments), `fit_head` runs the
+    frozen backbone once per trial over the training and validation images and trains the
+    head on those cached features, so head epochs 2..N never run the backbone; phase 1 of
+    a `full` trial does the same. With `feature_cache`, the features are kept on disk, keyed
+    by the backbone's weights and the data (`kfound.features`), so every trial on the same
+    pretrained backbone and image size reads the first one's; a randomly initialised
+    backbone differs in every trial, and computes its own. The decoded images are shared
+    too: the data is loaded once per image size, and a tuned batch size rebatches it
+    (`kfound.data.rebatch`).
+
+    An image size below a backbone's minimum, or `alpha` for a backbone outside the
+    MobileNet family, fails that trial with `backbones.build_backbone`'s error.
+
+    Args:
+        dataset: `"embedded"`, `"tfds:NAME"` or `"folder:PATH"` (see `kfound.data`).
+            It is loaded now, so a bad dataset fails before any trial.
+        space: a `kfound.tuning.SearchSpace`, or `None` to tune nothing.
+        epochs: the head epochs of a trial when the space does not tune `epochs`.
+            Defaults to `10`.
+        max_epochs: if set, caps `epochs` and `fine_tune_epochs` (the `--smoke` runs use 1).
+        jit_compile: passed to `compile`. Defaults to `"auto"`.
+        seed: the seed of the data's split, shuffling and resampling. Defaults to `0`.
+        feature_cache: the folder of the on-disk feature cache shared by the trials, or
+            `None` to keep each trial's features in memory. Defaults to `None`.
+        name: the hypermodel's name.
+
+    Example:
+
+    >>> hypermodel = FinetuneHyperModel("embedded")
+    >>> model = hypermodel.build(kt.HyperParameters())
+    >>> model.input_shape, model.output_shape
+    ((None, 16, 16, 3), (None, 2))
+    """
+
+    RULES = rules.MODELS["finetune"]
+    HYPERPARAMETERS = RULES.hyperparameters
+    OBJECTIVES = RULES.objectives
+    DATASETS = RULES.datasets
+    DEFAULTS = {
+        "learning_rate": 1e-3,
+        "batch_size": 32,
+        "dropout": 0.2,
+        "optimizer": "adam",
+        "state": "head",
+        "fine_tune_learning_rate": 1e-5,  # kfound.finetune's (keras.io's), for ImageNet
+        "fine_tune_epochs": 10,
+        "unfreeze_from": 0.0,  # the whole backbone
+        "backbone": backbones.SMALL_BACKBONE,
+        "alpha": None,  # the backbone's own
+        "image_size": None,  # the backbone's default (backbones.default_image_size)
+        "weights": "none",
+    }
+
+    def __init__(self, dataset, space=None, epochs=10, max_epochs=None, jit_compile="auto",
+                 seed=0, feature_cache=None, name=None):
+        super().__init__(space=space, epochs=epochs, max_epochs=max_epochs,
+                         jit_compile=jit_compile, name=name)
+        self.dataset = dataset
+        self.feature_cache = feature_cache
+        self.seed = seed
+        self._loaded = {}  # image size -> kfound.data.ImageData
+        self._classifier = None  # the Classifier of the last model `build` made
+        defaults = self.declare_hyperparameters(kt.HyperParameters())
+        loaded = self.data(defaults)
+        self.num_classes = loaded.num_classes
+        self.class_names = list(loaded.class_names)
+
+    def data(self, hp):
+        """The trial's `kfound.data.ImageData`: loaded once per image size, rebatched."""
+        size = self.value(hp, "image_size") or backbones.default_image_size(
+            self.value(hp, "backbone"))
+        if size not in self._loaded:
+            self._loaded[size] = kdata.load_image_data(
+                self.dataset, size, batch_size=self.DEFAULTS["batch_size"], seed=self.seed)
+        data = self._loaded[size]
+        batch_size = self.value(hp, "batch_size")
+        return data if batch_size == data.batch_size else kdata.rebatch(data, batch_size)
+
+    def build(self, hp):
+        backbone_name = self.value(hp, "backbone")
+        weights = self.value(hp, "weights")
+        alpha = self.value(hp, "alpha")
+        backbone = backbones.build_backbone(
+            backbone_name, weights=None if weights == "none" else weights,
+            image_size=self.data(hp).image_size,
+            alpha=None if alpha is None else float(alpha),
+        )
+        self._classifier = finetune.Classifier(backbone, backbone_name, self.num_classes,
+                                               dropout=self.value(hp, "dropout"))
+        return self._classifier.model
+
+    def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
+        """Trains `model` (the last `build`'s) in the trial's state on the space's dataset.
+
+        Returns:
+            A `keras.callbacks.History` of every epoch (both phases of `full`).
+        """
+        if args or kwargs:
+            given = ", ".join([*(type(a).__name__ for a in args), *kwargs])
+            raise ValueError(
+                "FinetuneHyperModel loads its dataset itself and sets its own epochs: "
+                "`tuner.search` takes no data, epochs or other fit arguments (Hyperband's "
+                f"epoch schedule is not supported). Received: {given}"
+            )
+        if self._classifier is None or model is not self._classifier.model:
+            raise ValueError("Argument `model` must be the model this hypermodel's `build` "
+                             f"returned last. Received: model={model.name!r}")
+        classifier = self._classifier
+        # KerasTuner's checkpoint saves the model being fit; on cached features that is the
+        # head alone, so it is pointed at the whole classifier, which shares the head.
+        callbacks = [_WithModel(c, model) if _compat.is_best_epoch_checkpoint(c) else c
+                     for c in callbacks or []]
+        options = finetune.TrainingOptions(
+            learning_rate=self.value(hp, "learning_rate"), optimizer=self.value(hp, "optimizer"),
+            callbacks=callbacks, jit_compile=self.jit_compile, verbose=verbose,
+            log=print if verbose else lambda message: None,
+        )
+        data = self.data(hp)
+        epochs = self.capped(self.value(hp, "epochs"))
+        if self.value(hp, "state") == "head":
+            history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
+                                        feature_cache=self.feature_cache)
+        else:
+            history = finetune.fit_full(
+                classifier, data, epochs=epochs, options=options,
+                feature_cache=self.feature_cache,
+                fine_tune_epochs=self.capped(self.value(hp, "fine_tune_epochs")),
+                fine_tune_learning_rate=self.value(hp, "fine_tune_learning_rate"),
+                unfreeze_from=float(self.value(hp, "unfreeze_from")),
+            )
+        result = keras.callbacks.History()
+        result.epoch = [e - 1 for e in history["epoch"]]
+        result.history = {k: v for k, v in history.items() if k not in ("epoch", "phase")}
+        return result
+
+class _WithModel(keras.callbacks.Callback):
+    """Runs `callback`'s epoch ends with `model` as its model, whatever model is fit."""
+
+    def __init__(self, callback, model):
+        super().__init__()
+        self.callback = callback
+        self.target = model
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(self.target)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callback.on_epoch_end(epoch, logs)
+
