@@ -91,7 +91,8 @@ def build_model(init, activation, bias, args, seed):
             bias_initializer=keras.initializers.Constant(bias),
         ))
     layers.append(keras.layers.Dense(10, "softmax", name="output"))
-    model = keras.Sequential(layers, name=f"{init}_{activation}")
+    # torch names parameters after the model, and a parameter name may not contain ".".
+    model = keras.Sequential(layers, name=f"{init}_{activation}".replace(".", "_"))
     model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
