@@ -105,7 +105,7 @@ def build_model(init, activation, bias, args, seed):
 
 def layer_stds(model, x):
     hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
-    probe = keras.Model(model.inputs, [layer.output for layer in hidden])
+    probe = keras.Model(model.inputs[0], [layer.output for layer in hidden])
     # Called directly, not through predict: one forward pass per model needs no compiled
     # function (eight of them would make TensorFlow warn about retracing).
     values = probe(keras.ops.convert_to_tensor(x))
