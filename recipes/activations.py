@@ -102,7 +102,7 @@ def pre_activations(model, x):
     sync_jax_state(model)  # during fit, JAX keeps the weights outside the model
     if model not in _PROBES:  # one probe per model: building one per call would retrace
         dense = [layer for layer in model.layers if layer.name.startswith("dense_")]
-        _PROBES[model] = keras.Model(model.inputs, [layer.output for layer in dense])
+        _PROBES[model] = keras.Model(model.inputs[0], [layer.output for layer in dense])
     return [np.asarray(v) for v in _PROBES[model].predict_on_batch(x)]
 
 

@@ -33,6 +33,16 @@ Then the ReLU net is trained with each initializer (and He with a 0.01 bias) for
 epochs of SGD with momentum 0.9 at `--learning-rate`, batch 32, over `--seeds` seeds; the
 recipe reports the epochs to `--target-accuracy` validation accuracy and the final accuracy.
 
+Measured at the defaults (seed 1337; 137 s of CPU time, 16 minutes of wall time on a shared,
+overloaded 2-core machine), last/first hidden-layer std through 10 ReLU layers: `0.01 * randn`
+1.5e-10 (the signal is gone; the net stays at chance, 10%, for all 25 epochs), `1/sqrt(n)`
+0.048 (each ReLU layer halves the variance, `2^(-9/2)` = 0.044; with tanh it keeps 0.52, so
+the book's rule holds for tanh, not ReLU), He 1.09, sparse with 10 connections 0.83. Epochs
+to 90% validation accuracy, mean of 3 seeds: He 4.0, sparse 4.7, `1/sqrt(n)` 8.3, `0.01 *
+randn` never; final accuracy: sparse 97.3%, He 96.1%, `1/sqrt(n)` 95.6%. A 0.01 bias on He:
+4.0 epochs and 95.7% +- 0.9% against 96.1% +- 0.7%, no measurable effect (one seed alone
+said "helps": 95.1% against 94.4%).
+
 Usage:
 
 ```
@@ -82,7 +92,8 @@ def build_model(init, activation, bias, args, seed):
             bias_initializer=keras.initializers.Constant(bias),
         ))
     layers.append(keras.layers.Dense(10, "softmax", name="output"))
-    model = keras.Sequential(layers, name=f"{init}_{activation}")
+    # torch names parameters after the model, and a parameter name may not contain ".".
+    model = keras.Sequential(layers, name=f"{init}_{activation}".replace(".", "_"))
     model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -95,7 +106,7 @@ def build_model(init, activation, bias, args, seed):
 
 def layer_stds(model, x):
     hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
-    probe = keras.Model(model.inputs, [layer.output for layer in hidden])
+    probe = keras.Model(model.inputs[0], [layer.output for layer in hidden])
     # Called directly, not through predict: one forward pass per model needs no compiled
     # function (eight of them would make TensorFlow warn about retracing).
     values = probe(keras.ops.convert_to_tensor(x))

@@ -38,14 +38,23 @@ reports how fast, so that the comparison is there to read.
 
 **How the learning rate is chosen, the same way for all.** The 1,347 training digits are
 split once into 80% for fitting and 20% for selection. Each optimizer runs `--select-epochs`
-epochs at every learning rate of `--learning-rates` (a half-decade log grid, 0.001 to 3, wide
-enough for Adam's usual 1e-3 and Adadelta's usual 1.0), from the same initial weights, and
+epochs at every learning rate of `--learning-rates` (a decade log grid, 0.001 to 1, which
+holds Adam's usual 1e-3 and Adadelta's usual 1.0), from the same initial weights, and
 the rate with the lowest selection loss at the end wins (a run that diverges loses). Then
 each optimizer trains `--epochs` epochs on all 1,347 training digits at its chosen rate and
 is judged on the 450 validation digits, which the selection never saw. Everything else is
 each optimizer's Keras default. The network is 64-128-128-10 with ReLU, He initialization
 and batch 32. Epoch times come from kfound's `EpochTimer` (training steps only); on a shared
 machine they are noisy, so epochs to the target are the primary measure.
+
+Measured at the defaults (seed 1337; 100 s of CPU time, 19 minutes of wall time on a shared,
+overloaded 2-core machine): seven of the eight reach 95% validation accuracy within 15
+epochs. Nesterov (lr 0.1), RMSprop (0.01) and Adam (0.01) take 4 epochs, momentum and Adagrad
+(0.1) 5, Adadelta 8 (at 1.0, the grid's top: a larger rate may do better) and plain gradient
+descent 11; the best final accuracy is momentum's 98.0%. Ftrl never trains in the selection
+runs (loss at chance, 2.3, at every rate) and ends at 71.6%: it is built for sparse linear
+models (per-coordinate rates, online learning), not for a dense MLP. Momentum and Nesterov
+drive the training loss lowest (1e-3), with validation losses no better than the others'.
 
 Usage:
 
@@ -77,7 +86,7 @@ OPTIMIZERS = {
 }
 NOT_IN_KERAS = ("AdagradDAOptimizer", "ProximalGradientDescentOptimizer",
                 "ProximalAdagradOptimizer")
-DEFAULT_GRID = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+DEFAULT_GRID = [0.001, 0.01, 0.1, 1.0]
 
 
 def build_model(width, seed):
@@ -131,7 +140,9 @@ def select_learning_rate(name, fitting, selection, args):
 ## The verdict
 
 Confirmed when every optimizer reaches the target validation accuracy within the budget at
-its chosen rate; holds only under conditions when some do; not confirmed when none does.
+its chosen rate; holds only under conditions when some do; not confirmed when none does. An
+optimizer whose chosen rate is the smallest or largest of the grid is named: its best rate
+may lie outside the grid.
 """
 
 
@@ -144,6 +155,7 @@ def verdict_for(rows, target):
     else:
         status = "not confirmed"
     ranked = sorted(reached, key=lambda r: r["epochs_to_target"])
+    edge = [r["optimizer"] for r in rows if r.get("at_grid_edge")]
     listed = ", ".join(f"{r['optimizer']} {r['epochs_to_target']} (lr {r['learning_rate']:g})"
                        for r in ranked)
     missing = [r["optimizer"] for r in rows if r["epochs_to_target"] is None]
@@ -151,6 +163,8 @@ def verdict_for(rows, target):
             f"accuracy; epochs to it: {listed or 'none'}")
     if missing:
         text += f"; never: {', '.join(missing)}"
+    if edge:
+        text += f"; best rate at the grid's edge (widen it) for: {', '.join(edge)}"
     return status, text + "."
 
 
@@ -210,11 +224,11 @@ def main(argv=None):
                         help=f"which to run (default: all of {', '.join(OPTIMIZERS)})")
     parser.add_argument("--learning-rates", nargs="+", type=float, default=DEFAULT_GRID,
                         help="the learning-rate grid, the same for every optimizer "
-                             "(default: 0.001 to 3 in half decades)")
-    parser.add_argument("--select-epochs", type=int, default=5,
-                        help="epochs of each selection run (default: 5)")
-    parser.add_argument("--epochs", type=int, default=25,
-                        help="epochs of each final run (default: 25)")
+                             "(default: 0.001 0.01 0.1 1)")
+    parser.add_argument("--select-epochs", type=int, default=3,
+                        help="epochs of each selection run (default: 3)")
+    parser.add_argument("--epochs", type=int, default=15,
+                        help="epochs of each final run (default: 15)")
     parser.add_argument("--width", type=int, default=128, help="hidden units (default: 128)")
     parser.add_argument("--target-accuracy", type=float, default=0.95,
                         help="validation accuracy to reach (default: 0.95)")
@@ -244,6 +258,7 @@ def main(argv=None):
         epochs = theory.epochs_to_target(result["val_accuracy"], args.target_accuracy)
         rows.append({
             "optimizer": name, "learning_rate": rate,
+            "at_grid_edge": rate in (min(args.learning_rates), max(args.learning_rates)),
             "epochs_to_target": epochs,
             "seconds_to_target": theory.time_to_target(result["epoch_seconds"], epochs),
             "median_epoch_seconds": float(np.median(result["epoch_seconds"])),

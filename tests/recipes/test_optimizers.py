@@ -19,6 +19,7 @@ def test_optimizers_smoke_writes_the_report(recipe, tmp_path, capsys):
     losses = {float(k): v for k, v in row["selection_losses"].items()}
     assert sorted(losses) == [0.01, 0.1]
     assert row["learning_rate"] == min(losses, key=lambda r: losses[r])  # the grid's best
+    assert row["at_grid_edge"]  # a two-rate grid has nothing but edges
     assert len(saved["curves"]["adam"]["val_accuracy"]) == 2
     assert report["verdict"] == saved["verdict"]
     out = capsys.readouterr().out
@@ -48,6 +49,8 @@ def test_verdict_reads_the_rows(recipe):
     status, text = recipe.verdict_for([_row("adam", 3), _row("ftrl", None)], 0.95)
     assert status == "holds only under conditions" and "never: ftrl" in text
     assert recipe.verdict_for([_row("ftrl", None)], 0.95)[0] == "not confirmed"
+    edge = {**_row("adadelta", 8, 1.0), "at_grid_edge": True}
+    assert "grid's edge (widen it) for: adadelta" in recipe.verdict_for([edge], 0.95)[1]
 
 
 @pytest.mark.parametrize("flag", [["--optimizers", "adamw"], ["--learning-rates", "0"],
