@@ -59,8 +59,10 @@ def test_smallest_width_and_slope(recipe):
     assert recipe.growth_slope([1, 2, 3], [2, 4, 8]) == pytest.approx(1.0)
 
 
-def _widths(widths):
-    return [{"k": k, "min_width": w, "reached": True} for k, w in enumerate(widths, 1)]
+def _widths(widths, reached=None):
+    reached = reached or [True] * len(widths)
+    return [{"k": k, "min_width": w, "reached": r}
+            for k, (w, r) in enumerate(zip(widths, reached, strict=True), 1)]
 
 
 def _deep(deep, shallow, sd=0.01):
@@ -69,9 +71,18 @@ def _deep(deep, shallow, sd=0.01):
 
 
 def test_verdict_reads_the_numbers(recipe):
-    status, text, width, deep = recipe.verdict_for(_widths([2, 4, 8, 16]), _deep(0.1, 0.5), 0.5)
+    verdict_for = recipe.verdict_for
+    status, text, width, deep = verdict_for(_widths([2, 4, 8, 16]), _deep(0.01, 0.5), 0.5, 0.05)
     assert (status, width, deep) == ("confirmed", True, True) and "slope 1.00" in text
-    status, _, width, deep = recipe.verdict_for(_widths([2, 4, 8, 16]), _deep(0.5, 0.5), 0.5)
+    status, _, width, deep = verdict_for(_widths([2, 4, 8, 16]), _deep(0.5, 0.5), 0.5, 0.05)
     assert (status, width, deep) == ("holds only under conditions", True, False)
-    status, _, width, deep = recipe.verdict_for(_widths([4, 4, 4, 8]), _deep(0.6, 0.5), 0.5)
+    status, _, width, deep = verdict_for(_widths([4, 4, 4, 8]), _deep(0.6, 0.5), 0.5, 0.05)
     assert (status, width, deep) == ("not confirmed", False, False)
+
+
+def test_a_sweep_or_a_deep_net_that_fits_nothing_proves_nothing(recipe):
+    # Only k=1 reached the target: the censored widths must not fake a slope.
+    rows = _widths([16, 512, 512, 512], reached=[True, False, False, False])
+    status, text, width, deep = recipe.verdict_for(rows, _deep(1.001, 1.003, sd=0.0), 0.5, 0.05)
+    assert (status, width, deep) == ("not confirmed", False, False)
+    assert "over the 1 k reached" in text
