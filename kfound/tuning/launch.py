@@ -32,8 +32,6 @@ import subprocess
 import sys
 import time
 
-import kfound
-
 _POLL_SECONDS = 0.2
 HOST = "127.0.0.1"
 
@@ -126,7 +124,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     # The children import the same kfound as this process.
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(pathlib.Path(kfound.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+        [str(pathlib.Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
     address = f"{HOST}:{port}"
     command = [python, "-m", "kfound.tuning.search", *search_args, "--oracle", address]
