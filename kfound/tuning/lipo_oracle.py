@@ -171,10 +171,10 @@ class LIPOOracle(kt.Oracle):
         for _, trial in sorted(self.trials.items()):
             if trial.status != "COMPLETED" or trial.score is None:
                 continue
-            values = trial.hyperparameters.values
-            points.append([_coordinate(hp, values.get(hp.name, hp.default)) for hp in space])
+            points.append(_coordinates(space, trial.hyperparameters.values))
             scores.append(sign * trial.score)
-        return np.asarray(points, dtype="float64").reshape(-1, len(space)), np.asarray(scores)
+        return (np.asarray(points, dtype="float64").reshape(len(points), len(space)),
+                np.asarray(scores, dtype="float64"))
 
     def _trust_region_candidate(self, space, points, scores):
         """The trust-region step from the best trial, or `None` when there is none to take.
@@ -221,19 +221,27 @@ class LIPOOracle(kt.Oracle):
             elif not (isinstance(hp, hp_module.Float) and hp.step is None):
                 # A discrete value sits at the centre of its bucket, not where it was drawn.
                 coords[:, j] = [_coordinate(hp, hp.prob_to_value(p)) for p in probs[:, j]]
+        if any(hp.conditions for hp in space):
+            # An inactive hyperparameter sits where a completed trial's inactive one does.
+            coords = np.array([_coordinates(space, self._values(space, p)) for p in probs])
         return probs, coords
 
     def _values(self, space, probs):
-        """The hyperparameter values at cumulative probabilities `probs` (active ones only)."""
+        """The hyperparameter values at cumulative probabilities `probs` (active ones only).
+
+        Each coordinate belongs to one hyperparameter of `space`, not to a name: two
+        conditional hyperparameters may share a name (`units` under `model == "v1"` and
+        under `"v2"`), and the active one takes its own coordinate.
+        """
         # `prob_to_value` takes probabilities in [0, 1): 1.0 would round an `Int` past its max.
         probs = np.clip(probs, 0.0, np.nextafter(1.0, 0.0))
-        values = {hp.name: _python(hp.prob_to_value(p)) for hp, p in zip(space, probs, strict=True)}
+        prob_of = {id(hp): p for hp, p in zip(space, probs, strict=True)}
         hps = hp_module.HyperParameters()
         for hp in self.hyperparameters.space:
             hps.merge([hp])
             if hps.is_active(hp):
-                hps.values[hp.name] = hp.value if isinstance(hp, hp_module.Fixed) else values[
-                    hp.name]
+                hps.values[hp.name] = (hp.value if isinstance(hp, hp_module.Fixed)
+                                       else _value(hp, prob_of[id(hp)]))
         return hps.values
 
     def get_state(self):
@@ -294,6 +302,30 @@ def _is_categorical(hp):
     return isinstance(hp, hp_module.Boolean) or (
         isinstance(hp, hp_module.Choice) and not hp.ordered
     )
+
+
+def _value(hp, prob):
+    """`hp`'s value at cumulative probability `prob`, within its range.
+
+    KerasTuner's reverse-log map can round past the minimum (9.999999999998899e-05 for
+    1e-4 at `prob=0`), so a `Float` is clipped to `[min_value, max_value]`.
+    """
+    value = _python(hp.prob_to_value(prob))
+    if isinstance(hp, hp_module.Float):
+        value = min(max(value, hp.min_value), hp.max_value)
+    return value
+
+
+def _coordinates(space, values):
+    """A trial's coordinates: each active hyperparameter's, and its default's when inactive.
+
+    Activity is decided per hyperparameter (by its own conditions), so that of two
+    conditional hyperparameters sharing a name only the active one reads the value.
+    """
+    return [_coordinate(hp, values[hp.name]
+                        if hp.name in values and all(c.is_active(values) for c in hp.conditions)
+                        else hp.default)
+            for hp in space]
 
 
 def _coordinate(hp, value):
