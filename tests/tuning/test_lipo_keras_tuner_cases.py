@@ -13,6 +13,7 @@ import numpy as np
 from keras_tuner.engine import hyperparameters as hp_module
 from keras_tuner.engine import trial as trial_module
 
+from kfound.tuning import lipo_oracle
 from kfound.tuning.lipo_oracle import LIPOOracle
 
 
@@ -93,7 +94,7 @@ def test_conditional_hyperparameters_with_the_same_name_stay_in_range(tmp_path):
     assert model == "v1"
     ranges = {"v1": {"layers": (1, 3), "units": (16, 32)},
               "v2": {"layers": (2, 4), "units": (32, 64)}}
-    oracle = _oracle(tmp_path, hps, direction="min", max_trials=30)
+    oracle = _oracle(tmp_path, hps, direction="min", max_trials=20)
     proposals = []
 
     def evaluate(hp):
@@ -105,8 +106,8 @@ def test_conditional_hyperparameters_with_the_same_name_stay_in_range(tmp_path):
         units = hp.values.get("units", 16)
         return units / 64 + (hp["model"] == "v2")
 
-    _run(oracle, evaluate, 30)
-    assert len(proposals) == 30
+    _run(oracle, evaluate, 20)
+    assert len(proposals) == 20
     for values in proposals:
         for name in set(values) - {"model"}:
             low, high = ranges[values["model"]][name]
@@ -292,3 +293,24 @@ def test_interleaved_distributed_optimization(tmp_path):
     finish(trial_4)
     values = [t.hyperparameters.values for t in (trial_1, trial_2, trial_3, trial_4)]
     assert len({tuple(sorted(v.items())) for v in values}) == 4
+
+
+def test_candidates_place_inactive_hyperparameters_as_completed_trials_do():
+    # Nested conditions, a condition on a Fixed value, and namesakes under other parents.
+    hps = hp_module.HyperParameters()
+    hps.Choice("model", ["v1", "v2", "v3"])
+    hps.Fixed("f", 2)
+    with hps.conditional_scope("model", ["v1", "v3"]):
+        hps.Int("units", 16, 32)
+        hps.Choice("act", ["a", "b"])
+        with hps.conditional_scope("act", "b"):
+            hps.Float("x", 0, 1)
+    with hps.conditional_scope("model", "v2"):
+        hps.Int("units", 32, 64)
+    with hps.conditional_scope("f", 2):
+        hps.Float("y", 0, 1)
+    oracle = LIPOOracle("val_loss", hyperparameters=hps, seed=0)
+    space = [hp for hp in hps.space if not isinstance(hp, hp_module.Fixed)]
+    probs, coords = oracle._sample(space, np.random.default_rng(0), 300)
+    expected = [lipo_oracle._coordinates(space, oracle._values(space, p)) for p in probs]
+    np.testing.assert_array_equal(coords, expected)
