@@ -1,6 +1,7 @@
 """Benchmarks of kfound.tuning; prints one JSON line.
 
-1. LIPO vs random search (and KerasTuner's Bayesian optimization as a reference) on
+1. LIPO and TPE (Optuna's) vs random search (and KerasTuner's Bayesian optimization as
+   a reference) on
    Branin and Hartmann-3, through KerasTuner's Oracle API without training models.
    Measure: evaluations until the best value is within 1% of the
    optimum, where "within 1%" is Malherbe & Vayatis's target t = 0.99:
@@ -41,6 +42,7 @@ import numpy as np
 from kfound import datasets
 from kfound.tuning import hypermodels, launch, search, space, tuners
 from kfound.tuning.lipo_oracle import LIPOOracle
+from kfound.tuning.tpe_oracle import TPEOracle
 
 _A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
 _C = np.array([1.0, 1.2, 3.0, 3.2])
@@ -152,7 +154,7 @@ def evaluations_to_target(oracle, f, names, target, budget, directory):
     return budget
 
 
-def optimizer_benchmark(seeds, budget, bayes_seeds, bayes_budget, scratch):
+def optimizer_benchmark(seeds, budget, bayes_seeds, bayes_budget, scratch, tpe_seeds=20):
     out = {}
     makers = {
         "lipo": lambda hp, s: LIPOOracle(kt.Objective("f", "min"), budget, hyperparameters=hp,
@@ -161,6 +163,8 @@ def optimizer_benchmark(seeds, budget, bayes_seeds, bayes_budget, scratch):
             kt.Objective("f", "min"), budget, hyperparameters=hp, seed=s),
         "bayesian": lambda hp, s: kt.oracles.BayesianOptimizationOracle(
             kt.Objective("f", "min"), bayes_budget, hyperparameters=hp, seed=s),
+        "tpe": lambda hp, s: TPEOracle(kt.Objective("f", "min"), budget, hyperparameters=hp,
+                                       seed=s),
     }
     ratios = []
     for name, (f, bounds, f_star) in FUNCTIONS.items():
@@ -171,7 +175,10 @@ def optimizer_benchmark(seeds, budget, bayes_seeds, bayes_budget, scratch):
             hp.Float(n, low, high)
         medians = {}
         for method, make in makers.items():
-            n_seeds, cap = (bayes_seeds, bayes_budget) if method == "bayesian" else (seeds, budget)
+            # Bayesian optimization and TPE cost much more per proposal: fewer seeds.
+            n_seeds, cap = ((bayes_seeds, bayes_budget) if method == "bayesian"
+                            else (min(seeds, tpe_seeds), budget) if method == "tpe"
+                            else (seeds, budget))
             # KerasTuner's random oracle seeds each draw with seed+1, seed+2, ...: space the
             # seeds so that two runs never share draws.
             counts = [evaluations_to_target(make(hp, 10000 * s + 1), f, names, target, cap,
@@ -181,6 +188,7 @@ def optimizer_benchmark(seeds, budget, bayes_seeds, bayes_budget, scratch):
             out[f"{name}_{method}_median_evals"] = medians[method]
             out[f"{name}_{method}_censored"] = int(sum(c >= cap for c in counts))
         out[f"{name}_lipo_vs_random"] = round(medians["lipo"] / medians["random"], 3)
+        out[f"{name}_tpe_vs_random"] = round(medians["tpe"] / medians["random"], 3)
         ratios.append(medians["lipo"] / medians["random"])
     out["lipo_vs_random_geomean"] = round(float(np.exp(np.mean(np.log(ratios)))), 3)
     return out
