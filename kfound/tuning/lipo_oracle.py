@@ -27,7 +27,7 @@ class LIPOOracle(kt.Oracle):
       `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far. (AdaLIPO proper draws uniformly
       among the candidates with `U(x) >= max_i f(x_i)`; on dlib's discontinuous
       "complex Holder table" that found the global optimum on 4 of 10 seeds in 300
-      calls, MaxLIPO on 9; see `benchmarks/tuning.py`.)
+      calls, MaxLIPO on 8 or 9; see `benchmarks/tuning.py`.)
     - **Trust-region step** (after each LIPO step, as in dlib; a LIPO step when it
       cannot be taken). A quadratic is fitted to the best point and its nearest
       neighbours, `(d + 1)(d + 2) / 2` points in all for `d` numeric coordinates, and
@@ -500,7 +500,9 @@ def _ball_step(hessian, gradient, radius):
     slope = basis.T @ gradient
 
     def step(shift):
-        return basis @ (slope / (curvature + shift))
+        # A direction without slope takes no step, even at zero curvature (the hard case).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return basis @ np.where(slope == 0, 0.0, slope / (curvature + shift))
 
     if curvature[0] > 0 and np.linalg.norm(step(0.0)) <= radius:
         p = step(0.0)
