@@ -12,33 +12,34 @@ _BATCH = 1000  # candidates drawn and scored at once
 class LIPOOracle(kt.Oracle):
     """LIPO: Lipschitz global optimization, with local trust-region steps.
 
-    The oracle maximizes `f` (the score, negated when the objective is minimized) with
-    AdaLIPO (Malherbe & Vayatis 2017, Algorithm 3), alternating its steps with
-    trust-region steps on a quadratic model, as dlib's `find_max_global` does
-    ("MaxLIPO+TR", King 2017):
+    The oracle maximizes `f` (the score, negated when the objective is minimized) as
+    dlib's `find_max_global` does ("MaxLIPO+TR", King 2017), with AdaLIPO's Lipschitz
+    constant and exploration (Malherbe & Vayatis 2017, Algorithm 3), alternating two
+    kinds of step:
 
-    - **LIPO step** (even trial numbers, and whenever a trust-region step is not taken),
-      AdaLIPO's. The first point is drawn uniformly. Then, with probability
-      `exploration_probability`, the point is drawn uniformly (exploration). Otherwise
-      uniform candidates are drawn until one is a *potential maximizer*: its Lipschitz
-      upper bound `U(x) = min_i f(x_i) + k * ||x - x_i||` is at least the best score so
-      far (exploitation, by rejection sampling). `k` is the smallest value on the
-      geometric grid `(1 + alpha)^i`, `i` in Z, that is at least every slope
-      `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far. Where the paper loops until a
-      potential maximizer appears, this oracle stops after `max_candidates` draws and
-      takes the candidate with the largest bound. (dlib's MaxLIPO always takes the
-      largest bound; with a single `k` that favours the corners of the space, and it
-      did worse than AdaLIPO's draw on 2-D Rosenbrock in `benchmarks/tuning.py`.)
-    - **Trust-region step** (odd trial numbers). A quadratic is fitted to the best
-      point and its nearest neighbours, `(d + 1)(d + 2) / 2` points in all for `d`
-      numeric coordinates, and its maximizer within a ball around the best point is
-      proposed. The ball's radius is 0.95 times the distance to the farthest of those
-      neighbours, so it shrinks as the trials gather around the best point (dlib's
-      radius at a reset; dlib also grows and shrinks it by how well the model
-      predicted, which needs state beyond the saved trials). The step acts on the
-      numeric coordinates only; the categorical ones keep the best trial's values.
-      It is skipped (a LIPO step is taken instead) when there are too few trials, when
-      the model predicts no improvement, or when the proposal was already tried.
+    - **LIPO step** (MaxLIPO, with AdaLIPO's Lipschitz constant and exploration). The
+      first point is drawn uniformly. Then, with probability `exploration_probability`,
+      the point is drawn uniformly (exploration). Otherwise `max_candidates` uniform
+      candidates are scored by the Lipschitz upper bound
+      `U(x) = min_i f(x_i) + k * ||x - x_i||` and the untried one with the largest
+      bound is taken, as dlib's MaxLIPO does. `k` is AdaLIPO's: the smallest value on
+      the geometric grid `(1 + alpha)^i`, `i` in Z, that is at least every slope
+      `|f(x_i) - f(x_j)| / ||x_i - x_j||` seen so far. (AdaLIPO proper draws uniformly
+      among the candidates with `U(x) >= max_i f(x_i)`; on dlib's discontinuous
+      "complex Holder table" that found the global optimum on 4 of 10 seeds in 300
+      calls, MaxLIPO on 8 or 9; see `benchmarks/tuning.py`.)
+    - **Trust-region step** (after each LIPO step, as in dlib; a LIPO step when it
+      cannot be taken). A quadratic is fitted to the best point and its nearest
+      neighbours, `(d + 1)(d + 2) / 2` points in all for `d` numeric coordinates, and
+      its maximizer within a ball around the best point and within the bounds is
+      proposed (`trust_region_step`). The radius is dlib's: derived as 0.95 times the
+      distance to the farthest of those neighbours, then halved after a step that
+      gained less than a quarter of its prediction and doubled after one that gained
+      more than three quarters, and derived afresh when a LIPO step improves on the
+      best from outside the ball. The step acts on the numeric coordinates only; the
+      categorical ones keep the best trial's values. It is skipped when there are too
+      few trials, when the model predicts no improvement, when the proposal was
+      already tried, or while another trust-region trial runs (distributed search).
 
     LIPO finds the region of the global optimum; the trust-region steps converge in it
     quickly, which LIPO alone does slowly.
@@ -52,10 +53,11 @@ class LIPOOracle(kt.Oracle):
     they differ. `Fixed` values are ignored. Candidates are drawn uniformly in these
     coordinates, which is KerasTuner's `random_sample` distribution.
 
-    Every decision is made from the completed trials and a generator seeded with
-    `(seed, trial number)`, so the oracle's state is rebuilt from its saved trials:
-    a resumed search proposes what the uninterrupted one would have. Ongoing trials
-    (in a distributed search) do not enter the bound or the model; KerasTuner's
+    Every decision is made from the completed trials, the record of which trials were
+    trust-region steps (saved with the oracle's state) and a generator seeded with
+    `(seed, trial number)`, so a resumed search proposes what the uninterrupted one
+    would have. Ongoing trials (in a distributed search) do not enter the bound or the
+    model; KerasTuner's
     duplicate check keeps them from being proposed twice. When no untried point is
     found among `max_candidates` draws (a small discrete space is exhausted), the
     search stops, as KerasTuner's random search does.
@@ -67,7 +69,8 @@ class LIPOOracle(kt.Oracle):
             (the paper's setting).
         alpha: the ratio of the Lipschitz-constant grid, `k_i = (1 + alpha)^i`. Defaults
             to `0.01` (the paper's setting).
-        max_candidates: the most candidates drawn for one LIPO step. Defaults to `10000`.
+        max_candidates: the candidates scored by the upper bound in a LIPO step (and the
+            most drawn in search of an untried point). Defaults to `10000`.
         seed: the random seed.
         hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
         max_consecutive_failed_trials: as for `keras_tuner.Oracle`.
@@ -120,19 +123,21 @@ class LIPOOracle(kt.Oracle):
         self.exploration_probability = exploration_probability
         self.alpha = alpha
         self.max_candidates = max_candidates
+        self._trust_steps = {}  # trial_id -> the trust-region step that proposed it
 
     def populate_space(self, trial_id):
         space = [hp for hp in self.hyperparameters.space if not isinstance(hp, hp_module.Fixed)]
         rng = np.random.default_rng([self.seed, len(self.trials)])
-        points, scores = self._completed_points(space)
-        if len(self.trials) % 2 == 1:
-            candidate = self._trust_region_candidate(space, points, scores)
-            if candidate is not None and not self._duplicate(candidate):
-                return {"status": "RUNNING", "values": candidate}
+        ids, points, scores = self._completed_points(space)
+        self._trust_steps.pop(trial_id, None)  # A trial proposed afresh after a kill.
+        if self._trust_region_turn(trial_id):
+            step = self._trust_region_candidate(space, ids, points, scores)
+            if step is not None and not self._duplicate(step[0]):
+                self._trust_steps[trial_id] = step[1]
+                return {"status": "RUNNING", "values": step[0]}
         explore = len(scores) == 0 or rng.random() < self.exploration_probability
         if not explore:
             k = lipschitz_estimate(points, scores, space, self.alpha)
-            top = scores.max()
         best, best_bound = None, -np.inf
         tried = set()  # Coordinates found to be duplicates (common in a discrete space).
         for _ in range(math.ceil(self.max_candidates / _BATCH)):
@@ -140,9 +145,7 @@ class LIPOOracle(kt.Oracle):
             if explore:
                 bounds = np.zeros(_BATCH)
             else:
-                # Every potential maximizer ties at the best score, so the first one drawn
-                # wins: a uniform draw from their set, as in AdaLIPO.
-                bounds = np.minimum(upper_bounds(coords, points, scores, space, k), top)
+                bounds = upper_bounds(coords, points, scores, space, k)
             # The untried candidate with the largest bound (ties: the first drawn).
             for i in np.argsort(-bounds, kind="stable"):
                 if bounds[i] <= best_bound:
@@ -155,35 +158,72 @@ class LIPOOracle(kt.Oracle):
                     best, best_bound = candidate, bounds[i]
                     break
                 tried.add(key)
-            if best is not None and (explore or best_bound >= top):
+            if best is not None and explore:
                 break
         if best is None:
             return {"status": "STOPPED", "values": None}
         return {"status": "RUNNING", "values": best}
 
+    def _trust_region_turn(self, trial_id):
+        """Whether this trial tries a trust-region step: after each LIPO step, as in dlib.
+
+        Not while another trust-region step is running (in a distributed search).
+        """
+        earlier = [t for t in self.trials if t != trial_id]
+        if not earlier or max(earlier) in self._trust_steps:
+            return False
+        return not any(t.trial_id in self._trust_steps for t in self.ongoing_trials.values()
+                       if t.trial_id != trial_id)
+
     def _completed_points(self, space):
-        """The completed trials as coordinates, and their scores to maximize.
+        """The completed trials: their ids, coordinates, and scores to maximize.
 
         Trials are taken in trial-id order, so a reloaded oracle sees them in the same order.
         """
-        points, scores = [], []
+        ids, points, scores = [], [], []
         sign = 1.0 if self.objective.direction == "max" else -1.0
-        for _, trial in sorted(self.trials.items()):
+        for trial_id, trial in sorted(self.trials.items()):
             if trial.status != "COMPLETED" or trial.score is None:
                 continue
-            values = trial.hyperparameters.values
-            points.append([_coordinate(hp, values.get(hp.name, hp.default)) for hp in space])
+            ids.append(trial_id)
+            points.append(_coordinates(space, trial.hyperparameters.values))
             scores.append(sign * trial.score)
-        return np.asarray(points, dtype="float64").reshape(-1, len(space)), np.asarray(scores)
+        return (ids, np.asarray(points, dtype="float64").reshape(len(points), len(space)),
+                np.asarray(scores, dtype="float64"))
 
-    def _trust_region_candidate(self, space, points, scores):
+    def _trust_region_radius(self, ids, points, scores):
+        """dlib's trust-region radius after the completed trials, replayed in order.
+
+        A trust-region step's radius is halved when the step gained less than a quarter of
+        its predicted gain, doubled when more than three quarters; a LIPO step that
+        improves on the best from farther than the radius resets it to 0 (to be derived
+        afresh from the best point's neighbours).
+        """
+        radius, best, best_x = 0.0, -np.inf, None
+        for trial_id, x, y in zip(ids, points, scores, strict=True):
+            step = self._trust_steps.get(trial_id)
+            if step is not None:
+                rho = (y - step["anchor"]) / abs(step["gain"])
+                radius = step["radius"] * (0.5 if rho < 0.25 else 2.0 if rho > 0.75 else 1.0)
+            if y > best:
+                if step is None and best_x is not None and (
+                        np.linalg.norm(x - best_x) > radius * 1.001):
+                    radius = 0.0
+                best, best_x = y, x
+        return radius
+
+    def _trust_region_candidate(self, space, ids, points, scores):
         """The trust-region step from the best trial, or `None` when there is none to take.
 
         A quadratic is fitted to the best point and its nearest neighbours, enough of them
         to determine it, in the numeric coordinates; its maximizer within a ball around the
-        best point (and within `[0, 1]`) is proposed, the categorical coordinates kept at
-        the best trial's values. The ball's radius is 0.95 times the distance to the
-        farthest of those neighbours, so it shrinks as the trials gather around the best.
+        best point and within `[0, 1]` is proposed, the categorical coordinates kept at
+        the best trial's values. The ball's radius is dlib's (`_trust_region_radius`);
+        when that is 0, 0.95 times the distance to the farthest of those neighbours.
+
+        Returns:
+            `(values, step)`, `step` the record `_trust_region_radius` replays: the best
+            score, the predicted gain and the radius.
         """
         numeric = np.array([not _is_categorical(hp) for hp in space], dtype=bool)
         dims = int(numeric.sum())
@@ -195,7 +235,9 @@ class LIPOOracle(kt.Oracle):
         near = near[:needed]
         anchor = points[best, numeric]
         offsets = points[near][:, numeric] - anchor
-        radius = 0.95 * np.sqrt((offsets**2).sum(axis=1)).max()
+        radius = min(self._trust_region_radius(ids, points[:, numeric], scores), math.sqrt(dims))
+        if radius == 0:
+            radius = 0.95 * np.sqrt((offsets**2).sum(axis=1)).max()
         if radius == 0:
             return None
         hessian, gradient, _ = fit_quadratic(offsets, scores[near])
@@ -208,7 +250,8 @@ class LIPOOracle(kt.Oracle):
         for j, hp in enumerate(space):
             if _is_categorical(hp):
                 probs[j] = (coords[j] + 0.5) / len(hp.values)
-        return self._values(space, probs)
+        record = {"anchor": float(scores[best]), "gain": float(gain), "radius": float(radius)}
+        return self._values(space, probs), record
 
     def _sample(self, space, rng, n):
         """`n` uniform candidates: their cumulative probabilities and their coordinates."""
@@ -221,19 +264,55 @@ class LIPOOracle(kt.Oracle):
             elif not (isinstance(hp, hp_module.Float) and hp.step is None):
                 # A discrete value sits at the centre of its bucket, not where it was drawn.
                 coords[:, j] = [_coordinate(hp, hp.prob_to_value(p)) for p in probs[:, j]]
+        if any(hp.conditions for hp in space):
+            self._place_inactive(space, probs, coords)
         return probs, coords
 
+    def _place_inactive(self, space, probs, coords):
+        """Moves each candidate's inactive coordinates to their default, in place.
+
+        An inactive hyperparameter sits where a completed trial's does (`_coordinates`).
+        Activity is decided per hyperparameter, in the space's order, from the values
+        of the parents its conditions name (which are earlier in the space).
+        """
+        n = len(probs)
+        parents = {c.name for hp in space for c in hp.conditions}
+        column = {id(hp): j for j, hp in enumerate(space)}
+        clipped = np.clip(probs, 0.0, np.nextafter(1.0, 0.0))
+        value_of, active_of = {}, {}  # parent name -> candidates' values, activity
+        for hp in self.hyperparameters.space:
+            active = np.ones(n, dtype=bool)
+            for condition in hp.conditions:
+                values = value_of.get(condition.name, [None] * n)
+                active &= active_of.get(condition.name, np.zeros(n, dtype=bool))
+                active &= np.array([v in condition.values for v in values], dtype=bool)
+            j = column.get(id(hp))
+            if j is not None:
+                coords[~active, j] = _coordinate(hp, hp.default)
+            if hp.name in parents:
+                values = ([hp.value] * n if j is None
+                          else [_value(hp, p) for p in clipped[:, j]])
+                old = value_of.get(hp.name, [None] * n)
+                value_of[hp.name] = [v if a else o
+                                     for v, o, a in zip(values, old, active, strict=True)]
+                active_of[hp.name] = active_of.get(hp.name, np.zeros(n, dtype=bool)) | active
+
     def _values(self, space, probs):
-        """The hyperparameter values at cumulative probabilities `probs` (active ones only)."""
+        """The hyperparameter values at cumulative probabilities `probs` (active ones only).
+
+        Each coordinate belongs to one hyperparameter of `space`, not to a name: two
+        conditional hyperparameters may share a name (`units` under `model == "v1"` and
+        under `"v2"`), and the active one takes its own coordinate.
+        """
         # `prob_to_value` takes probabilities in [0, 1): 1.0 would round an `Int` past its max.
         probs = np.clip(probs, 0.0, np.nextafter(1.0, 0.0))
-        values = {hp.name: _python(hp.prob_to_value(p)) for hp, p in zip(space, probs, strict=True)}
+        prob_of = {id(hp): p for hp, p in zip(space, probs, strict=True)}
         hps = hp_module.HyperParameters()
         for hp in self.hyperparameters.space:
             hps.merge([hp])
             if hps.is_active(hp):
-                hps.values[hp.name] = hp.value if isinstance(hp, hp_module.Fixed) else values[
-                    hp.name]
+                hps.values[hp.name] = (hp.value if isinstance(hp, hp_module.Fixed)
+                                       else _value(hp, prob_of[id(hp)]))
         return hps.values
 
     def get_state(self):
@@ -242,6 +321,7 @@ class LIPOOracle(kt.Oracle):
             "exploration_probability": self.exploration_probability,
             "alpha": self.alpha,
             "max_candidates": self.max_candidates,
+            "trust_steps": self._trust_steps,
         })
         return state
 
@@ -250,6 +330,7 @@ class LIPOOracle(kt.Oracle):
         self.exploration_probability = state["exploration_probability"]
         self.alpha = state["alpha"]
         self.max_candidates = state["max_candidates"]
+        self._trust_steps = dict(state.get("trust_steps", {}))
 
 
 class LIPOSearch(kt.Tuner):
@@ -294,6 +375,30 @@ def _is_categorical(hp):
     return isinstance(hp, hp_module.Boolean) or (
         isinstance(hp, hp_module.Choice) and not hp.ordered
     )
+
+
+def _value(hp, prob):
+    """`hp`'s value at cumulative probability `prob`, within its range.
+
+    KerasTuner's reverse-log map can round past the minimum (9.999999999998899e-05 for
+    1e-4 at `prob=0`), so a `Float` is clipped to `[min_value, max_value]`.
+    """
+    value = _python(hp.prob_to_value(prob))
+    if isinstance(hp, hp_module.Float):
+        value = min(max(value, hp.min_value), hp.max_value)
+    return value
+
+
+def _coordinates(space, values):
+    """A trial's coordinates: each active hyperparameter's, and its default's when inactive.
+
+    Activity is decided per hyperparameter (by its own conditions), so that of two
+    conditional hyperparameters sharing a name only the active one reads the value.
+    """
+    return [_coordinate(hp, values[hp.name]
+                        if hp.name in values and all(c.is_active(values) for c in hp.conditions)
+                        else hp.default)
+            for hp in space]
 
 
 def _coordinate(hp, value):
@@ -352,19 +457,52 @@ def fit_quadratic(x, y):
 
 
 def trust_region_step(hessian, gradient, radius, lower, upper):
-    """The step `p` maximizing `q(p) = 0.5 p'Hp + g'p` with `||p|| <= radius`.
+    """The step `p` maximizing `q(p) = 0.5 p'Hp + g'p` with `||p|| <= radius`, in a box.
 
     The exact trust-region subproblem (Nocedal & Wright, "Numerical Optimization",
-    2006, §4.3): `p = (lambda I - H)^-1 g` for the smallest `lambda >= 0` that keeps
-    `lambda I - H` positive semi-definite and `p` in the ball, found by bisection in
-    H's eigenbasis, with the "hard case" completed along the most positive curvature.
-    The step is then clipped to `[lower, upper]`. Returns `(p, q(p))`.
+    2006, §4.3) in the ball (`_ball_step`); where its solution leaves the box
+    `[lower, upper]`, a coordinate that left is fixed at its bound and the
+    subproblem is solved again in the others, with what is left of the radius: one
+    coordinate at a time, the one whose bound the step crosses first (an active-set
+    method). Returns `(p, q(p))`.
     """
+    d = len(gradient)
+    lower, upper = np.broadcast_to(lower, (d,)), np.broadcast_to(upper, (d,))
+    p, free = np.zeros(d), np.ones(d, dtype=bool)
+    for _ in range(d):
+        fixed = ~free
+        rest = radius**2 - p[fixed] @ p[fixed]
+        if rest <= 0:
+            break
+        p[free] = _ball_step(hessian[np.ix_(free, free)],
+                             gradient[free] + hessian[np.ix_(free, fixed)] @ p[fixed],
+                             math.sqrt(rest))
+        out = free & ((p < lower) | (p > upper))
+        if not out.any():
+            break
+        # Fix the coordinate whose bound the step from 0 crosses first.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reach = np.where(out, np.where(p > upper, upper, lower) / p, np.inf)
+        first = int(np.argmin(reach))
+        p[first] = upper[first] if p[first] > upper[first] else lower[first]
+        free[first] = False
+        if not free.any():
+            break
+    p = np.clip(p, lower, upper)
+    return p, 0.5 * p @ hessian @ p + gradient @ p
+
+
+def _ball_step(hessian, gradient, radius):
+    """`p = (lambda I - H)^-1 g` for the smallest `lambda >= 0` that keeps `lambda I - H`
+    positive semi-definite and `p` in the ball, found by bisection in H's eigenbasis,
+    with the "hard case" completed along the most positive curvature."""
     curvature, basis = np.linalg.eigh(-hessian)  # Minimizing -q: 0.5 p'(-H)p - g'p.
     slope = basis.T @ gradient
 
     def step(shift):
-        return basis @ (slope / (curvature + shift))
+        # A direction without slope takes no step, even at zero curvature (the hard case).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return basis @ np.where(slope == 0, 0.0, slope / (curvature + shift))
 
     if curvature[0] > 0 and np.linalg.norm(step(0.0)) <= radius:
         p = step(0.0)
@@ -381,5 +519,4 @@ def trust_region_step(hessian, gradient, radius, lower, upper):
         if curvature[0] < 0:  # The hard case: on to the boundary, along q's largest curvature.
             extra = radius**2 - p @ p
             p = p + np.sqrt(max(extra, 0.0)) * basis[:, 0]
-    p = np.clip(p, lower, upper)
-    return p, 0.5 * p @ hessian @ p + gradient @ p
+    return p

@@ -1,7 +1,7 @@
 """The hyperparameter-search command line: `tuning/search.py` and `python -m kfound.tuning.search`.
 
-Reads a search-space file, runs a KerasTuner search (grid, random, bayesian, hyperband or
-lipo) on it, and writes `trials.json` (as each trial ends), `best.json`,
+Reads a search-space file, runs a KerasTuner search (grid, random, bayesian, hyperband,
+lipo or tpe) on it, and writes `trials.json` (as each trial ends), `best.json`,
 `best_model.keras` and `search.png` into the run folder. Running the same command again
 resumes a search that was stopped or killed. With `--role chief|worker --oracle
 HOST:PORT` the same command is one process of a distributed search (KerasTuner's
@@ -9,6 +9,7 @@ chief/worker protocol over gRPC, with a shared run folder).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import pathlib
@@ -21,7 +22,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from kfound import _compat, distribution, io_utils, runs
 from kfound.data import load_digits
-from kfound.tuning import hypermodels, launch, results, space, tuners
+from kfound.tuning import hypermodels, launch, results, space, tpe_oracle, tuners
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
 _DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
@@ -35,7 +36,8 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tuner", choices=tuners.TUNERS, default="random",
-                        help="the search algorithm (default: random)")
+                        help="the search algorithm (default: random); tpe is Optuna's TPE "
+                             "sampler (pip install 'kfound[tpe]')")
     parser.add_argument("--space", required=True,
                         help="the search-space file (.yaml or .json), e.g. tuning/spaces/mlp.yaml")
     parser.add_argument("--max-trials", type=int, default=None,
@@ -78,6 +80,9 @@ def parse_args(argv=None):
         if value is not None and value < 1:
             parser.error(f"argument --{name.replace('_', '-')} must be >= 1. "
                          f"Received: {name}={value}")
+    if args.tuner == "tpe" and importlib.util.find_spec("optuna") is None:
+        parser.error("--tuner tpe needs Optuna, an optional dependency: "
+                     f"pip install '{tpe_oracle.EXTRA}'. Received: tuner='tpe'")
     if args.role is not None and args.oracle is None:
         parser.error(f"--role {args.role} needs --oracle HOST:PORT. Received: oracle=None")
     if args.oracle is not None:

@@ -28,8 +28,9 @@ from keras_tuner.engine.trial import TrialStatus
 
 from kfound import _compat, distribution, io_utils
 from kfound.tuning.lipo_oracle import LIPOOracle
+from kfound.tuning.tpe_oracle import TPEOracle
 
-TUNERS = ("grid", "random", "bayesian", "hyperband", "lipo")
+TUNERS = ("grid", "random", "bayesian", "hyperband", "lipo", "tpe")
 FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 IDLE_SECONDS = 0.1  # how long a worker told to wait (an IDLE trial) waits before asking again
 
@@ -177,6 +178,10 @@ class ResumableLIPOOracle(ResumableOracle, LIPOOracle):
     """kfound's AdaLIPO oracle, resumable."""
 
 
+class ResumableTPEOracle(ResumableOracle, TPEOracle):
+    """Optuna's TPE sampler as an oracle, resumable."""
+
+
 class _TunerMixin:
     """Writes the tuner's file atomically and keeps the garbage collector off the trials' path.
 
@@ -270,7 +275,8 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
         return oracle
     if name == "grid":
         return GridOracle(max_trials=max_trials, **common)
-    cls = {"random": RandomOracle, "bayesian": BayesianOracle, "lipo": ResumableLIPOOracle}[name]
+    cls = {"random": RandomOracle, "bayesian": BayesianOracle, "lipo": ResumableLIPOOracle,
+           "tpe": ResumableTPEOracle}[name]
     return cls(max_trials=max_trials or 10, **common)
 
 
@@ -281,7 +287,8 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
     """Builds a resumable KerasTuner tuner.
 
     Args:
-        name: one of `TUNERS`: `grid`, `random`, `bayesian`, `hyperband` or `lipo`.
+        name: one of `TUNERS`: `grid`, `random`, `bayesian`, `hyperband`, `lipo` or `tpe`
+            (Optuna's TPE sampler; needs the `kfound[tpe]` extra).
         hypermodel: a `keras_tuner.HyperModel`.
         objective: a `keras_tuner.Objective` or metric name.
         directory: the folder holding KerasTuner's project folder.

@@ -141,6 +141,20 @@ def test_trust_region_step_solves_the_subproblem(hessian, gradient, radius, insi
     assert gain >= q(radius * _sphere(2)).max() - 1e-6
 
 
+def test_trust_region_step_slides_along_a_bound():
+    # The ball's maximizer leaves the box in both coordinates; fixing only the first one
+    # crossed (x) and maximizing over y on that bound finds the box's optimum.
+    hessian = np.array([[-2.0, 1.0], [1.0, -2.0]])
+    gradient = np.array([3.0, 0.5])
+    step, _ = lipo_oracle.trust_region_step(hessian, gradient, 1.0, np.array([-1.0, -1.0]),
+                                            np.array([0.2, 0.3]))
+    # On x = 0.2: dq/dy = -2y + 0.2 + 0.5 = 0 at y = 0.35, past the bound 0.3.
+    np.testing.assert_allclose(step, [0.2, 0.3])
+    step, _ = lipo_oracle.trust_region_step(hessian, np.array([3.0, -0.5]), 1.0,
+                                            np.array([-1.0, -1.0]), np.array([0.2, 0.3]))
+    np.testing.assert_allclose(step, [0.2, -0.15])  # -2y + 0.2 - 0.5 = 0.
+
+
 def test_trust_region_step_stays_in_the_box():
     step, gain = lipo_oracle.trust_region_step(np.array([[-1.0]]), np.array([5.0]), 2.0,
                                                np.array([-0.2]), np.array([0.3]))
@@ -170,10 +184,12 @@ def test_trust_region_keeps_the_best_categorical_values():
     # Coordinates: x, the act bucket, the bias bucket (1 is True); f peaks at x = 0.4.
     points = np.array([[0.1, 1, 1], [0.3, 1, 1], [0.5, 1, 1], [0.2, 0, 0], [0.6, 0, 1]])
     scores = -((points[:, 0] - 0.4) ** 2) - 0.1 * (points[:, 1] == 0)
-    values = oracle._trust_region_candidate(space, points, scores)
+    ids = [str(i) for i in range(len(scores))]
+    values, step = oracle._trust_region_candidate(space, ids, points, scores)
     assert values["act"] == "tanh" and values["bias"] is True
     assert abs(values["x"] - 0.4) < 1e-9
-    assert oracle._trust_region_candidate(space, points[:2], scores[:2]) is None  # Too few.
+    assert step["anchor"] == scores.max() and step["gain"] > 0
+    assert oracle._trust_region_candidate(space, ids[:2], points[:2], scores[:2]) is None
 
 
 def test_candidate_coordinates_match_their_values():

@@ -42,7 +42,7 @@ def _trials(output):
     return json.loads((pathlib.Path(output) / "trials.json").read_text())
 
 
-@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband", "lipo"])
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband", "lipo", "tpe"])
 def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     output = tmp_path / "run"
     best = search.main(["--tuner", tuner, "--space", _space(tmp_path, SMALL), "--smoke",
@@ -136,6 +136,7 @@ def _kill_after_first_trial(command, output, timeout=900):
     ("grid", 6),
     pytest.param("lipo", 5, marks=pytest.mark.slow),
     pytest.param("random", 5, marks=pytest.mark.slow),
+    pytest.param("tpe", 5, marks=pytest.mark.slow),
 ])
 def test_resume_after_kill_9(tmp_path, tuner, trials):
     config = json.loads(json.dumps(GRID))
