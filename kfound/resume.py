@@ -75,15 +75,21 @@ class EpochPipeline:
 
     def batches(self, first_epoch, epochs):
         """The batches of epochs `first_epoch` .. `epochs - 1` (0-based), in order."""
-
-        def epoch_batches(epoch):
-            return make_training_pipeline(
+        # One pipeline per epoch, its seed computed in Python (a tensor seed inside
+        # `flat_map` breaks TensorFlow's seeding when the global seed is 0), read in turn
+        # (`concatenate` rejects the class-balanced pipelines).
+        per_epoch = [
+            make_training_pipeline(
                 self.dataset, self.num_classes, self.num_examples, self.batch_size,
-                balance=self.balance, seed=tf.constant(self.seed, tf.int64) * 1_000_003 + epoch,
+                balance=self.balance, seed=self.seed * 1_000_003 + epoch,
                 shuffle_buffer=self.shuffle_buffer,
             )
-
-        return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+            for epoch in range(first_epoch, epochs)
+        ]
+        steps = self.steps
+        order = tf.data.Dataset.range(len(per_epoch)).flat_map(
+            lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
+        return tf.data.Dataset.choose_from_datasets(per_epoch, order)
 
 
 def seed_generators(model):
@@ -141,6 +147,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             The 0-based epoch to resume at: the number of epochs done, or `initial_epoch`.
         """
         self.history, self.restored_epochs = [], 0
+        damaged = False
         for path in self._checkpoints():
             try:
                 state = self._load(model, path)
@@ -149,15 +156,15 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 self.log(f"resume: the backup {path} is damaged ({reason}); deleting it and "
                          "using the one before")
                 shutil.rmtree(path, ignore_errors=True)
+                damaged = True
                 continue
             self.history = state["history"]
             self.restored_epochs = state["epoch"]
             self.log(f"resume: restored epoch {state['epoch']} from {path}")
             return state["epoch"]
-        if self.folder is not None and os.path.isdir(self.folder) and not self.history:
-            if any(n.startswith("epoch-") for n in os.listdir(self.folder)):
-                self.log(f"resume: no usable backup left in {self.folder}; starting this "
-                         "training from its first epoch")
+        if damaged:
+            self.log(f"resume: no usable backup left in {self.folder}; starting this "
+                     "training from its first epoch")
         return initial_epoch
 
     def save(self, model, epoch, history):
