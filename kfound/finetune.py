@@ -269,8 +269,9 @@ def fit_full(
     (Chollet, "Transfer learning & fine-tuning", keras.io). Whatever `unfreeze_from` says,
     every BatchNormalization layer of the backbone stays frozen in inference mode (when the
     classifier has `frozen_bn=True`, the default): its moving statistics, gamma and beta stay
-    as loaded. Both phases are resumable: phase 1's head is saved under `backup_dir` when it
-    ends, so a run killed in phase 2 does not redo phase 1.
+    as loaded. Both phases are resumable: phase 1's end state (the head, its random state
+    and its history) is kept under `backup_dir` until phase 2 ends, so a run killed in
+    phase 2 neither redoes phase 1 nor departs from the uninterrupted run.
 
     Args:
         classifier: a `Classifier`.

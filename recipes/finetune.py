@@ -238,9 +238,13 @@ def parse_args(argv=None):
 
 Each state writes `model.keras` (with `classes.json` beside it), `metrics.json`,
 `history.csv` and `curves.png` into its folder: the run folder for a single state, or
-`<run>/<state>/` for `--state all`. `BackupAndRestore` keeps the epoch in progress under
-`<folder>/backup/`; rerunning the same command after a kill resumes from the last
-finished epoch, and a state that already finished with the same arguments is reused.
+`<run>/<state>/` for `--state all`. `kfound.resume` saves every finished epoch under
+`<folder>/backup/` (weights, optimizer, the random state and the history); rerunning the
+same command after a kill resumes from the last finished epoch, to the result the
+uninterrupted run would have had (without `--augment`, whose random draws even an
+uninterrupted run does not repeat), and `history.csv`, `curves.png`, `train_seconds` and
+`epochs_trained` cover the whole run. A damaged backup is named and skipped for the one
+before it. A state that already finished with the same arguments is reused.
 """
 
 
@@ -313,7 +317,6 @@ def train_state(state, args, data, weights, folder, settings, strategy):
                          f"{state}: {args.backbone} on {args.dataset}")
     io_utils.write_json(metrics_path, metrics)
     print(f"{state}: val accuracy {metrics['val_accuracy']:.4f} in {seconds:.1f}s -> {folder}")
-    shutil.rmtree(backup, ignore_errors=True)
     return metrics, history
 
 

@@ -2,8 +2,10 @@ import csv
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import pytest
@@ -208,3 +210,29 @@ def test_check_rerun_names_every_differing_argument_and_overwrite_starts_over(re
     recipe.check_rerun(out, settings, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["features"]  # caches are kept
     recipe.check_rerun(out, settings, overwrite=False)  # nothing left to disagree with
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    argv = [sys.executable, str(RECIPE), "--state", "scratch", "--weights", "none",
+            "--epochs", "10", "--fine-tune-epochs", "10"]
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home")}
+    subprocess.run([*argv, "--output", "whole"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=600)
+    process = subprocess.Popen([*argv, "--output", "killed"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (tmp_path / "killed" / "backup" / "epoch-0003").exists():
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    subprocess.run([*argv, "--output", "killed"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=600)
+    whole, resumed = (json.loads((tmp_path / run / "metrics.json").read_text())
+                      for run in ("whole", "killed"))
+    assert resumed["val_accuracy"] == pytest.approx(whole["val_accuracy"], abs=1e-6)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-5)
+    assert resumed["epochs_trained"] == 20
+    assert len(_read_csv(tmp_path / "killed" / "history.csv")) == 20
