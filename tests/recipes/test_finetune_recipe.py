@@ -214,7 +214,7 @@ def test_check_rerun_names_every_differing_argument_and_overwrite_starts_over(re
 
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
-    argv = [sys.executable, str(RECIPE), "--state", "scratch", "--weights", "none",
+    argv = [sys.executable, str(RECIPE), "--state", "full", "--weights", "none",
             "--epochs", "10", "--fine-tune-epochs", "10"]
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home")}
     subprocess.run([*argv, "--output", "whole"], cwd=tmp_path, env=env, check=True,
@@ -222,7 +222,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     process = subprocess.Popen([*argv, "--output", "killed"], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not (tmp_path / "killed" / "backup" / "epoch-0003").exists():
+        while not (tmp_path / "killed" / "backup" / "phase2" / "epoch-0013").exists():
             assert process.poll() is None, "the run ended before it could be killed"
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
