@@ -76,6 +76,8 @@ class Classifier:
         frozen_bn: whether the backbone's BatchNormalization layers stay frozen.
         features_report: where the last `fit_head` got its cached features from (see
             `fit_head`), or `None`.
+        epoch_seconds: the wall time of each epoch of the last `fit_*` call, those of an
+            interrupted run that it resumed included, or `None`.
     """
 
     def __init__(self, backbone, backbone_name, num_classes, dropout=0.2, frozen_bn=True):
@@ -83,6 +85,7 @@ class Classifier:
         self.backbone_name = backbone_name
         self.frozen_bn = frozen_bn
         self.features_report = None
+        self.epoch_seconds = None
         size = backbone.input_shape[1]
         images = keras.Input((size, size, 3), name="images")
         x = BackbonePreprocessing(backbone_name, name="preprocessing")(images)
@@ -225,8 +228,8 @@ def fit_head(
 
     Returns:
         The training history, a dict of per-epoch lists: `"epoch"` (1-based), the losses
-        and metrics, and `"seconds"` (each epoch's wall time). A resumed run's history
-        covers every epoch, those of the interrupted run included.
+        and the metrics. A resumed run's history covers every epoch, those of the
+        interrupted run included (as does `classifier.epoch_seconds`).
     """
     check_positive_int("feature_eval_batch_size", feature_eval_batch_size)
     check_positive_int("feature_batch_size", feature_batch_size)
@@ -254,7 +257,9 @@ def fit_head(
         train, val, model = _epoch_pipeline(data), data.val, classifier.model
     compile_classifier(model, learning_rate=options.learning_rate, optimizer=options.optimizer,
                        jit_compile=options.jit_compile)
-    return _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
+    history = _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
+    classifier.epoch_seconds = history.pop("seconds", [])
+    return history
 
 
 def fit_full(
@@ -297,6 +302,7 @@ def fit_full(
         first = _resumable_phase1(classifier, data, epochs=epochs, options=options,
                                   cache_features=cache_features, feature_cache=feature_cache,
                                   backup_dir=os.fspath(backup_dir))
+    first_seconds = classifier.epoch_seconds
     index = classifier.unfreeze(unfreeze_from)
     options.log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
                 f"({classifier.backbone.layers[index].name}); learning rate "
@@ -307,6 +313,7 @@ def fit_full(
     second = _fit(classifier.model, _epoch_pipeline(data), data.val,
                   epochs=epochs + fine_tune_epochs, options=options, backup_dir=phase2_dir,
                   initial_epoch=epochs)
+    classifier.epoch_seconds = first_seconds + second.pop("seconds", [])
     history = {k: list(first.get(k, [])) + list(second.get(k, [])) for k in second}
     history["phase"] = [1] * len(first["epoch"]) + [2] * len(second["epoch"])
     if backup_dir is not None:
@@ -327,13 +334,16 @@ def _resumable_phase1(classifier, data, *, epochs, options, cache_features, feat
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
     if done.restore(classifier.head) == epochs:
         options.log(f"full: phase 1 finished earlier; restored its head from {done.folder}")
-        return resume.history_dict(done.history)
+        first = resume.history_dict(done.history)
+        classifier.epoch_seconds = first.pop("seconds", [])
+        return first
     first = fit_head(classifier, data, epochs=epochs, options=options,
                      cache_features=cache_features, feature_cache=feature_cache,
                      backup_dir=os.path.join(backup_dir, "phase1"))
+    first = {**first, "seconds": classifier.epoch_seconds}
     rows = [dict(zip(first, values, strict=True)) for values in zip(*first.values(), strict=True)]
     done.save(classifier.head, epochs, rows)
-    return first
+    return {k: v for k, v in first.items() if k != "seconds"}
 
 
 def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_dir=None):
@@ -355,8 +365,10 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
     classifier.backbone.trainable = True
     compile_classifier(classifier.model, learning_rate=options.learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
-    return _fit(classifier.model, _epoch_pipeline(data), data.val, epochs=epochs,
-                options=options, backup_dir=backup_dir)
+    history = _fit(classifier.model, _epoch_pipeline(data), data.val, epochs=epochs,
+                   options=options, backup_dir=backup_dir)
+    classifier.epoch_seconds = history.pop("seconds", [])
+    return history
 
 
 def distribution_strategy():

@@ -288,7 +288,7 @@ def train_state(state, args, data, weights, folder, settings, strategy):
     # The history covers the whole run, the epochs before a kill included, and so do the
     # seconds: every epoch's, plus computing the backbone features when they were.
     features_seconds = (classifier.features_report or {}).get("seconds", 0.0)
-    seconds = sum(history["seconds"]) + features_seconds
+    seconds = sum(classifier.epoch_seconds) + features_seconds
     epochs_run = len(history["epoch"])
     metrics = {
         "state": state,
