@@ -21,22 +21,23 @@ callbacks, compilation, logging) as one `TrainingOptions`, and everything else b
 Backbones come from `kfound.backbones`.
 """
 
-import contextlib
 import dataclasses
-import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kfound import io_utils
+from kfound import resume
 from kfound.backbones import freeze_batchnorm, unfreeze_index
 from kfound.data.bundled import check_positive_int
-from kfound.data.image_data import make_training_pipeline
 from kfound.features import cached_features
 from kfound.layers.backbone_preprocessing import BackbonePreprocessing
+
+# The shuffle buffer of image training pipelines: `load_image_data`'s and `rebatch`'s default.
+IMAGE_SHUFFLE_BUFFER = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,8 @@ class Classifier:
         frozen_bn: whether the backbone's BatchNormalization layers stay frozen.
         features_report: where the last `fit_head` got its cached features from (see
             `fit_head`), or `None`.
+        epoch_seconds: the wall time of each epoch of the last `fit_*` call, those of an
+            interrupted run that it resumed included, or `None`.
     """
 
     def __init__(self, backbone, backbone_name, num_classes, dropout=0.2, frozen_bn=True):
@@ -82,6 +85,7 @@ class Classifier:
         self.backbone_name = backbone_name
         self.frozen_bn = frozen_bn
         self.features_report = None
+        self.epoch_seconds = None
         size = backbone.input_shape[1]
         images = keras.Input((size, size, 3), name="images")
         x = BackbonePreprocessing(backbone_name, name="preprocessing")(images)
@@ -145,19 +149,43 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compi
 
 
 def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
-    callbacks = list(options.callbacks)
+    """Trains `model`, resuming from `backup_dir`; the history covers every epoch done.
+
+    `train` is a `kfound.resume.EpochPipeline` (batches that depend only on the seed and
+    the epoch, so a resumed run equals an uninterrupted one) or, for augmented data, a
+    `tf.data.Dataset`. `backup_dir` (a `kfound.resume.TrainingCheckpoint` folder) is
+    deleted once training ends.
+    """
+    checkpoint = resume.TrainingCheckpoint(backup_dir, log=options.log)
+    start = checkpoint.restore(model, initial_epoch)
+    if start < epochs:
+        if isinstance(train, resume.EpochPipeline):
+            stream, steps = train.batches(start, epochs), train.steps
+        else:
+            stream, steps = train, None
+        model.fit(
+            stream,
+            validation_data=val,
+            epochs=epochs,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            callbacks=[checkpoint, *options.callbacks],
+            verbose=options.verbose,
+            shuffle=False,  # the pipeline shuffles
+        )
     if backup_dir is not None:
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(backup_dir)))
-    history = model.fit(
-        train,
-        validation_data=val,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=options.verbose,
-        shuffle=False,  # the pipeline shuffles
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    return resume.history_dict(checkpoint.history)
+
+
+def _epoch_pipeline(data):
+    """`data`'s training batches as a `resume.EpochPipeline`, or `data.train` if augmented."""
+    if data.augmented:  # the augmentation layer is not kept, so it cannot be rebuilt
+        return data.train
+    return resume.EpochPipeline(
+        data.train_unshuffled, data.num_classes, data.train_examples, data.batch_size,
+        balance=data.balance, seed=data.seed, shuffle_buffer=IMAGE_SHUFFLE_BUFFER,
     )
-    return {"epoch": [e + 1 for e in history.epoch], **history.history}
 
 
 def fit_head(
@@ -189,16 +217,19 @@ def fit_head(
         feature_batch_size: images per batch of the one pass that computes the features;
             inference keeps no activations for backprop, so it affords bigger batches
             than training. Defaults to `64`.
-        backup_dir: the `BackupAndRestore` folder that makes training resumable. Defaults
-            to `None`.
+        backup_dir: the folder that makes training resumable (`kfound.resume`): a rerun
+            after a kill restores the last finished epoch (weights, optimizer, random state
+            and history) and goes on, to the result of an uninterrupted run. Deleted when
+            training ends. Defaults to `None`.
         feature_eval_batch_size: the batch size of the validation pass over cached
             features (at least `data.batch_size`). A feature vector is small, so large
             batches cut the per-step cost that dominates a cached epoch; the result does
             not depend on it. Defaults to `1024`.
 
     Returns:
-        The training history, a dict of per-epoch lists with an `"epoch"` key
-        (1-based epoch numbers: a resumed run lists only the epochs it ran).
+        The training history, a dict of per-epoch lists: `"epoch"` (1-based), the losses
+        and the metrics. A resumed run's history covers every epoch, those of the
+        interrupted run included (as does `classifier.epoch_seconds`).
     """
     check_positive_int("feature_eval_batch_size", feature_eval_batch_size)
     check_positive_int("feature_batch_size", feature_batch_size)
@@ -209,7 +240,7 @@ def fit_head(
             classifier, data, feature_cache, batch_size=feature_batch_size,
             verbose=options.verbose != 0, log=options.log,
         )
-        train = make_training_pipeline(
+        train = resume.EpochPipeline(
             tf.data.Dataset.from_tensor_slices((x, y)), data.num_classes, len(x),
             data.batch_size, balance=data.balance, seed=data.seed,
         )
@@ -223,10 +254,12 @@ def fit_head(
         )
         options.log(f"head: feature caching is off ({reason}); every epoch runs the frozen "
                     "backbone")
-        train, val, model = data.train, data.val, classifier.model
+        train, val, model = _epoch_pipeline(data), data.val, classifier.model
     compile_classifier(model, learning_rate=options.learning_rate, optimizer=options.optimizer,
                        jit_compile=options.jit_compile)
-    return _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
+    history = _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
+    classifier.epoch_seconds = history.pop("seconds", [])
+    return history
 
 
 def fit_full(
@@ -241,8 +274,9 @@ def fit_full(
     (Chollet, "Transfer learning & fine-tuning", keras.io). Whatever `unfreeze_from` says,
     every BatchNormalization layer of the backbone stays frozen in inference mode (when the
     classifier has `frozen_bn=True`, the default): its moving statistics, gamma and beta stay
-    as loaded. Both phases are resumable: phase 1's head is saved under `backup_dir` when it
-    ends, so a run killed in phase 2 does not redo phase 1.
+    as loaded. Both phases are resumable: phase 1's end state (the head, its random state
+    and its history) is kept under `backup_dir` until phase 2 ends, so a run killed in
+    phase 2 neither redoes phase 1 nor departs from the uninterrupted run.
 
     Args:
         classifier: a `Classifier`.
@@ -268,6 +302,7 @@ def fit_full(
         first = _resumable_phase1(classifier, data, epochs=epochs, options=options,
                                   cache_features=cache_features, feature_cache=feature_cache,
                                   backup_dir=os.fspath(backup_dir))
+    first_seconds = classifier.epoch_seconds
     index = classifier.unfreeze(unfreeze_from)
     options.log(f"full: unfreezing {classifier.backbone.name} from layer {index} "
                 f"({classifier.backbone.layers[index].name}); learning rate "
@@ -275,34 +310,40 @@ def fit_full(
     compile_classifier(classifier.model, learning_rate=fine_tune_learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
     phase2_dir = None if backup_dir is None else os.path.join(backup_dir, "phase2")
-    second = _fit(classifier.model, data.train, data.val, epochs=epochs + fine_tune_epochs,
-                  options=options, backup_dir=phase2_dir, initial_epoch=epochs)
+    second = _fit(classifier.model, _epoch_pipeline(data), data.val,
+                  epochs=epochs + fine_tune_epochs, options=options, backup_dir=phase2_dir,
+                  initial_epoch=epochs)
+    classifier.epoch_seconds = first_seconds + second.pop("seconds", [])
     history = {k: list(first.get(k, [])) + list(second.get(k, [])) for k in second}
     history["phase"] = [1] * len(first["epoch"]) + [2] * len(second["epoch"])
     if backup_dir is not None:
-        for name in ("phase1_head.keras", "phase1_history.json"):
-            os.remove(os.path.join(backup_dir, name))
-        with contextlib.suppress(OSError):
-            os.rmdir(backup_dir)
+        shutil.rmtree(backup_dir, ignore_errors=True)
     return history
 
 
 def _resumable_phase1(classifier, data, *, epochs, options, cache_features, feature_cache,
                       backup_dir):
-    """Phase 1 of `fit_full`, whose finished head and history are kept until phase 2 ends."""
-    head_path = os.path.join(backup_dir, "phase1_head.keras")
-    history_path = os.path.join(backup_dir, "phase1_history.json")
-    if os.path.exists(head_path) and os.path.exists(history_path):
-        options.log(f"full: phase 1 finished earlier; restoring its head from {head_path}")
-        classifier.head.set_weights(keras.saving.load_model(head_path).get_weights())
-        with open(history_path, encoding="utf-8") as f:
-            return json.load(f)
+    """Phase 1 of `fit_full`, whose end state is kept until phase 2 ends.
+
+    The head's weights, its dropout's random state and phase 1's history are saved as a
+    `resume.TrainingCheckpoint` of their own, so a run killed in phase 2 neither redoes
+    phase 1 nor starts phase 2 from another random state.
+    """
+    done = resume.TrainingCheckpoint(os.path.join(backup_dir, "phase1_done"), log=options.log)
+    compile_classifier(classifier.head, learning_rate=options.learning_rate,
+                       optimizer=options.optimizer, jit_compile=options.jit_compile)
+    if done.restore(classifier.head) == epochs:
+        options.log(f"full: phase 1 finished earlier; restored its head from {done.folder}")
+        first = resume.history_dict(done.history)
+        classifier.epoch_seconds = first.pop("seconds", [])
+        return first
     first = fit_head(classifier, data, epochs=epochs, options=options,
                      cache_features=cache_features, feature_cache=feature_cache,
                      backup_dir=os.path.join(backup_dir, "phase1"))
-    io_utils.save_model(classifier.head, head_path)
-    io_utils.write_json(history_path, first)
-    return first
+    first = {**first, "seconds": classifier.epoch_seconds}
+    rows = [dict(zip(first, values, strict=True)) for values in zip(*first.values(), strict=True)]
+    done.save(classifier.head, epochs, rows)
+    return {k: v for k, v in first.items() if k != "seconds"}
 
 
 def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_dir=None):
@@ -316,7 +357,7 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
         data: a `kfound.data.ImageData`.
         epochs: the number of epochs.
         options: the shared `TrainingOptions`. Defaults to `TrainingOptions()`.
-        backup_dir: the `BackupAndRestore` folder. Defaults to `None`.
+        backup_dir: the resumable-training folder (see `fit_head`). Defaults to `None`.
 
     Returns:
         The history, as `fit_head`'s.
@@ -324,8 +365,10 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
     classifier.backbone.trainable = True
     compile_classifier(classifier.model, learning_rate=options.learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
-    return _fit(classifier.model, data.train, data.val, epochs=epochs, options=options,
-                backup_dir=backup_dir)
+    history = _fit(classifier.model, _epoch_pipeline(data), data.val, epochs=epochs,
+                   options=options, backup_dir=backup_dir)
+    classifier.epoch_seconds = history.pop("seconds", [])
+    return history
 
 
 def distribution_strategy():

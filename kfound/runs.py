@@ -58,15 +58,29 @@ def start_run(args):
     Returns:
         The run folder, a `pathlib.Path` that exists.
     """
-    if args.output is None:
-        name = args._run_name.format(**{k: _slug(v) for k, v in vars(args).items()})
-        args.output = os.path.join(SAVED_MODELS, name)
-    output = pathlib.Path(args.output)
+    output = run_folder(args)
     output.mkdir(parents=True, exist_ok=True)
     resolved = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     io_utils.write_json(output / "args.json", resolved)
     keras.utils.set_random_seed(args.seed)
     return output
+
+
+def run_folder(args):
+    """The run folder of `args` (`--output`, or its default name), without creating it.
+
+    Sets `args.output` when it was `None`.
+
+    Args:
+        args: the parsed `argparse.Namespace` of a parser given `add_run_arguments`.
+
+    Returns:
+        The run folder, a `pathlib.Path`.
+    """
+    if args.output is None:
+        name = args._run_name.format(**{k: _slug(v) for k, v in vars(args).items()})
+        args.output = os.path.join(SAVED_MODELS, name)
+    return pathlib.Path(args.output)
 
 
 def format_table(rows, columns=None, floatfmt="{:.4f}"):

@@ -17,13 +17,15 @@ python recipes/finetune.py --state predict --model saved_models/RUN/full/model.k
 import argparse
 import csv
 import json
+import math
 import os
+import shutil
+import sys
 import time
 
-import keras
-
-from kfound import backbones, finetune, io_utils, prediction, reports, runs
-from kfound import data as kdata
+# No kfound, Keras or TensorFlow import here: `import kfound` registers its layers, which
+# imports Keras and, under the TensorFlow backend, TensorFlow (seconds). The flags are parsed
+# and checked first, so a bad one is reported at once; each function imports what it uses.
 
 """
 ## The three states, and the baseline
@@ -92,6 +94,17 @@ and a path loads a weights file (with or without its classification top).
 STATES = ("predict", "head", "full", "all")
 TRAIN_PER_CLASS = 5  # labelled images per class of the embedded target task
 TRAINED = ("head", "full", "scratch")
+SMALL_BACKBONE = "SmallConvNet"  # kfound.backbones.SMALL_BACKBONE, without importing it
+SMALL_BACKBONE_MIN_SIZE = 8  # kfound.backbones.SMALL_BACKBONE_MIN_SIZE
+DEFAULT_SEED = 1337  # kfound.runs.DEFAULT_SEED
+MIN_VAL_PER_CLASS = 5
+# Arguments that change no result: a rerun that differs only in them resumes.
+NOT_RESULTS = ("output", "state", "model", "images", "feature_cache", "no_feature_cache",
+               "overwrite", "min_val_per_class")
+# What a run writes into --output (for --state all, or one state's run folder).
+RUN_FILES = ("args.json", "comparison.json", "curves.png", "model.keras", "classes.json",
+             "metrics.json", "history.csv", "predictions.csv")
+RUN_FOLDERS = (*TRAINED, "predict", "backup")
 
 """
 ## Flags
@@ -116,7 +129,7 @@ def build_parser():
     parser.add_argument("--state", choices=STATES, default="all",
                         help="predict only; train the head only; train everything; or all "
                              "of them plus a from-scratch baseline")
-    parser.add_argument("--backbone", default=backbones.SMALL_BACKBONE,
+    parser.add_argument("--backbone", default=SMALL_BACKBONE,
                         help="SmallConvNet (the embedded demo's) or a keras.applications "
                              "constructor name, e.g. MobileNetV2, ResNet50, EfficientNetB0")
     parser.add_argument("--alpha", type=float, default=None,
@@ -153,7 +166,7 @@ def build_parser():
     parser.add_argument("--feature-cache", default=None,
                         help="folder of the on-disk cache of backbone features, keyed by the "
                              "backbone, its weights and the data; reused by reruns and "
-                             f"resumed runs (default: {runs.SAVED_MODELS}/features/, or "
+                             "resumed runs (default: saved_models/features/, or "
                              "<output>/features/ with --smoke)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="keep backbone features in memory only, never on disk")
@@ -164,8 +177,60 @@ def build_parser():
     parser.add_argument("--mixed-precision", action="store_true",
                         help="train with the mixed_float16 policy (GPUs)")
     parser.add_argument("--jit-compile", action="store_true", help="compile with XLA")
-    runs.add_run_arguments(parser, run_name="finetune-{dataset}-{backbone}-{state}")
+    parser.add_argument("--min-val-per-class", type=int, default=MIN_VAL_PER_CLASS,
+                        help="warn when a class of a folder dataset has fewer validation "
+                             "images than this: its accuracy would say little")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in --output, deleting the results and backups of a "
+                             "previous run there (default: resume it, if its arguments match)")
+    # kfound.runs.add_run_arguments's flags, declared here so that parsing imports nothing.
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="random seed for Python, NumPy and the backend")
+    parser.add_argument("--output", default=None,
+                        help="run folder for models, metrics and plots (default: "
+                             "saved_models/finetune-DATASET-BACKBONE-STATE/)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny, seconds-long run that checks the plumbing, not the result")
+    parser.set_defaults(_run_name="finetune-{dataset}-{backbone}-{state}")
     return parser
+
+
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither kfound nor TensorFlow.
+
+    Returns:
+        The `argparse.Namespace`, with `fine_tune_learning_rate` resolved and `--smoke`'s
+        epochs applied.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
+    args = build_parser().parse_args(argv)
+    positive = ["epochs", "fine_tune_epochs", "batch_size", "min_val_per_class"]
+    if args.image_size is not None:
+        positive.append("image_size")
+    for name in positive:
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive "
+                             f"integer. Received: {name}={value}")
+    for name in ("learning_rate", "fine_tune_learning_rate", "alpha"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive, "
+                             f"finite number. Received: {name}={value}")
+    small = args.backbone == SMALL_BACKBONE
+    if small and args.image_size is not None and args.image_size < SMALL_BACKBONE_MIN_SIZE:
+        raise ValueError(f"Argument `--image-size` must be at least {SMALL_BACKBONE_MIN_SIZE} "
+                         f"for backbone {SMALL_BACKBONE}. Received: image_size={args.image_size}")
+    if isinstance(args.unfreeze_from, float) and not 0.0 <= args.unfreeze_from < 1.0:
+        raise ValueError("Argument `--unfreeze-from` as a fraction of depth must be in [0, 1). "
+                         f"Received: unfreeze_from={args.unfreeze_from}")
+    if args.fine_tune_learning_rate is None:
+        args.fine_tune_learning_rate = args.learning_rate / 10 if small else 1e-5
+    if args.smoke:
+        args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
+    return args
 
 
 """
@@ -173,13 +238,21 @@ def build_parser():
 
 Each state writes `model.keras` (with `classes.json` beside it), `metrics.json`,
 `history.csv` and `curves.png` into its folder: the run folder for a single state, or
-`<run>/<state>/` for `--state all`. `BackupAndRestore` keeps the epoch in progress under
-`<folder>/backup/`; rerunning the same command after a kill resumes from the last
-finished epoch, and a state that already finished with the same arguments is reused.
+`<run>/<state>/` for `--state all`. `kfound.resume` saves every finished epoch under
+`<folder>/backup/` (weights, optimizer, the random state and the history); rerunning the
+same command after a kill resumes from the last finished epoch, to the result the
+uninterrupted run would have had (without `--augment`, whose random draws even an
+uninterrupted run does not repeat), and `history.csv`, `curves.png`, `train_seconds` and
+`epochs_trained` cover the whole run. A damaged backup is named and skipped for the one
+before it. A state that already finished with the same arguments is reused.
 """
 
 
 def train_state(state, args, data, weights, folder, settings, strategy):
+    import keras
+
+    from kfound import backbones, finetune, io_utils, prediction, reports
+
     metrics_path = os.path.join(folder, "metrics.json")
     previous = _read_json(metrics_path)
     if previous and previous.get("run_settings") == settings:
@@ -198,7 +271,6 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         learning_rate=args.learning_rate, jit_compile=args.jit_compile or "auto",
         verbose=0 if args.smoke else 2,
     )
-    start = time.perf_counter()
     features = {"cache_features": not args.no_cache_features,
                 "feature_cache": None if args.no_feature_cache else args.feature_cache}
     if state == "head":
@@ -213,7 +285,10 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         history = finetune.fit_scratch(classifier, data,
                                        epochs=args.epochs + args.fine_tune_epochs,
                                        options=options, backup_dir=backup)
-    seconds = time.perf_counter() - start
+    # The history covers the whole run, the epochs before a kill included, and so do the
+    # seconds: every epoch's, plus computing the backbone features when they were.
+    features_seconds = (classifier.features_report or {}).get("seconds", 0.0)
+    seconds = sum(classifier.epoch_seconds) + features_seconds
     epochs_run = len(history["epoch"])
     metrics = {
         "state": state,
@@ -227,7 +302,7 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         "val_accuracy": float(history["val_accuracy"][-1]),
         "val_loss": float(history["val_loss"][-1]),
         "epochs": int(history["epoch"][-1]),
-        "epochs_this_run": epochs_run,
+        "epochs_trained": epochs_run,
         "train_seconds": round(seconds, 3),
         "examples_per_second": round(data.train_examples * epochs_run / seconds, 1),
         "trainable_params": finetune.trainable_params(classifier.model),
@@ -255,7 +330,10 @@ CSV lists files; without, the validation set is labelled and its accuracy report
 """
 
 
-def predict_state(args, folder, model_path, data_loader):
+def predict_state(args, folder, model_path, data_loader, on_ready=lambda: None):
+    """Labels images; calls `on_ready()` once the model is loaded, before writing anything."""
+    from kfound import io_utils, prediction
+
     start = time.perf_counter()
     if model_path is not None:
         model, class_names = prediction.load_classifier(model_path)
@@ -270,6 +348,7 @@ def predict_state(args, folder, model_path, data_loader):
         model, decode = prediction.imagenet_classifier(args.backbone, weights, args.image_size,
                                                      args.alpha)
         class_names, source = None, f"{args.backbone}:{weights}"
+    on_ready()
     accuracy, examples = None, 0
     if args.images is not None:
         rows, skipped = prediction.predict_files(model, args.images, class_names, decode,
@@ -306,22 +385,20 @@ def predict_state(args, folder, model_path, data_loader):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.fine_tune_learning_rate is None:
-        small = args.backbone == backbones.SMALL_BACKBONE
-        args.fine_tune_learning_rate = args.learning_rate / 10 if small else 1e-5
-    if args.smoke:
-        args.epochs, args.fine_tune_epochs = min(args.epochs, 2), min(args.fine_tune_epochs, 1)
-    output = runs.start_run(args)
+    args = parse_args(argv)  # before any import of kfound (see the imports at the top)
+    import keras
+
+    from kfound import data as kdata
+    from kfound import finetune, io_utils, reports, runs
+
+    output = runs.run_folder(args)
+    settings = {k: v for k, v in vars(args).items()
+                if k not in NOT_RESULTS and not k.startswith("_")}
+    check_rerun(output, settings, args.overwrite)
     if args.feature_cache is None:
         args.feature_cache = str(output / "features" if args.smoke
                                  else os.path.join(runs.SAVED_MODELS, "features"))
-    if args.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = finetune.distribution_strategy()
-    image_size = args.image_size or backbones.default_image_size(args.backbone)
-    if args.backbone not in backbones.backbone_names():
-        backbones.build_backbone(args.backbone)  # raises the error listing valid names
+    image_size = args.image_size or default_image_size(args.backbone)
 
     def load(size):
         augment = kdata.augmentation_layers(seed=args.seed) if args.augment else None
@@ -329,19 +406,22 @@ def main(argv=None):
             args.dataset, size, args.batch_size, balance=args.balance, augment=augment,
             val_batch_size=256 if args.dataset == "embedded" else None,
             seed=args.seed, train_per_class=2 if args.smoke else TRAIN_PER_CLASS,
+            min_val_per_class=args.min_val_per_class,
         )
 
     if args.state == "predict":
-        return predict_state(args, str(output), args.model, load)
+        return predict_state(args, str(output), args.model, load,
+                             on_ready=lambda: runs.start_run(args))
 
+    check_backbone(args, image_size)  # name, --alpha, --image-size, --weights, --unfreeze-from
     data = load(image_size)
+    output = runs.start_run(args)  # args.json, once every argument and the data are valid
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = finetune.distribution_strategy()
     weights = resolve_weights(args, image_size, output)
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "
           f"validation images, {data.num_classes} classes, {data.skipped_files} files skipped")
-    # Where features are cached changes no result, so a rerun may move the cache.
-    settings = {k: v for k, v in vars(args).items()
-                if k not in ("output", "state", "model", "images", "feature_cache",
-                             "no_feature_cache") and not k.startswith("_")}
     if args.state != "all":
         return train_state(args.state, args, data, weights, str(output), settings, strategy)[0]
 
@@ -367,8 +447,75 @@ def main(argv=None):
     return rows
 
 
+def default_image_size(backbone):
+    """`kfound.backbones.default_image_size`, without importing Keras."""
+    return 16 if backbone == SMALL_BACKBONE else 224
+
+
+"""
+## Reruns
+
+A rerun into the same `--output` resumes (or reuses the finished states) only when every
+argument that changes a result matches the saved `args.json`; otherwise it stops before
+any work, names the arguments that differ, and points to `--overwrite`.
+"""
+
+
+def check_rerun(output, settings, overwrite):
+    """Refuses a rerun whose result-changing arguments differ; `overwrite` starts over."""
+    saved = output / "args.json"
+    if not saved.exists():
+        return
+    if overwrite:
+        for name in RUN_FOLDERS:
+            shutil.rmtree(output / name, ignore_errors=True)
+        for name in RUN_FILES:
+            (output / name).unlink(missing_ok=True)
+        print(f"overwrite: deleted the previous run's results and backups in {output}")
+        return
+    with open(saved, encoding="utf-8") as f:
+        previous = json.load(f)
+    current = json.loads(json.dumps(settings))
+    differ = [f"--{k.replace('_', '-')} {previous.get(k, '(absent)')!r} -> {v!r}"
+              for k, v in current.items() if previous.get(k, "(absent)") != v]
+    if differ:
+        raise ValueError(
+            f"Argument `--output` holds a run with other arguments ({saved}): "
+            f"{'; '.join(differ)}. Rerun with its arguments to resume it, pass --overwrite "
+            f"to start over, or choose another --output. Received: output={str(output)!r}"
+        )
+
+
+def check_backbone(args, image_size):
+    """Builds the backbone once, so that a bad name, size or weights stop before any work."""
+    import keras
+
+    from kfound import backbones
+
+    weights = {"none": None, "pretrained": None if args.backbone == SMALL_BACKBONE
+               else "imagenet"}.get(args.weights, args.weights)
+    try:
+        backbone = backbones.build_backbone(args.backbone, weights, image_size, args.alpha)
+    except Exception as error:
+        if "URL fetch failure" not in str(error):
+            raise
+        reason = " ".join(str(error).split())[:200]
+        raise ValueError(
+            f"Argument `--weights` needs the internet to download the ImageNet weights of "
+            f"{args.backbone}, and the download failed ({reason}). Offline, pass a local "
+            "weights file (with or without its top): --weights PATH. "
+            f"Received: weights={args.weights!r}"
+        ) from None
+    if args.state in ("full", "all"):
+        backbones.unfreeze_index(backbone, args.unfreeze_from)
+    del backbone
+    keras.utils.clear_session(free_memory=False)
+
+
 def resolve_weights(args, image_size, output):
     """`--weights` -> what `build_backbone` takes; pretrains SmallConvNet if needed."""
+    from kfound import backbones, runs
+
     if args.weights == "none":
         return None
     if args.weights != "pretrained":
@@ -395,4 +542,9 @@ def _read_history(path):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:
+        if "Received: " not in str(error):  # not a bad argument: a bug, with its traceback
+            raise
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")

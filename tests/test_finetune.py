@@ -146,8 +146,12 @@ def test_head_training_resumes_after_an_interruption(tmp_path):
     trained = classifier.head.get_weights()
     keras.utils.clear_session()
     fresh = small_classifier(loaded)  # a new process would rebuild everything
-    history = finetune.fit_head(fresh, loaded, epochs=4, backup_dir=backup, options=_quiet())
-    assert history["epoch"] == [3, 4]  # resumed after the last finished epoch (2)
+    messages = []
+    history = finetune.fit_head(fresh, loaded, epochs=4, backup_dir=backup,
+                                options=_quiet(log=messages.append))
+    assert any("restored epoch 2" in m for m in messages)
+    assert history["epoch"] == [1, 2, 3, 4]  # the epochs before the interruption too
+    assert len(fresh.epoch_seconds) == 4 and all(s > 0 for s in fresh.epoch_seconds)
     assert not backup.exists()
     assert not np.allclose(fresh.head.get_weights()[0], trained[0])  # trained on from there
 
@@ -161,8 +165,47 @@ def test_full_training_resumes_in_phase_two(tmp_path):
     messages = []
     history = finetune.fit_full(small_classifier(loaded), loaded, epochs=1, fine_tune_epochs=3,
                                 backup_dir=backup, options=_quiet(log=messages.append))
-    assert "phase 1 finished earlier" in messages[0]
-    assert history["epoch"] == [1, 4] and history["phase"] == [1, 2]
+    assert any("phase 1 finished earlier" in m for m in messages)
+    assert history["epoch"] == [1, 2, 3, 4] and history["phase"] == [1, 2, 2, 2]
+
+
+def _train(state, backup=None, callbacks=(), balance=False):
+    """One state from a fresh session, as a new process would run it."""
+    keras.utils.clear_session(free_memory=False)
+    keras.utils.set_random_seed(7)
+    loaded = data.load_image_data("embedded", 8, batch_size=2, train_per_class=3,
+                                  balance=balance, val_batch_size=512)
+    classifier = small_classifier(loaded, frozen_bn=state != "scratch")
+    options = _quiet(callbacks=list(callbacks))
+    if state == "head":
+        history = finetune.fit_head(classifier, loaded, epochs=3, options=options,
+                                    backup_dir=backup)
+    elif state == "full":
+        history = finetune.fit_full(classifier, loaded, epochs=2, fine_tune_epochs=2,
+                                    fine_tune_learning_rate=1e-2, options=options,
+                                    backup_dir=backup)
+    else:
+        history = finetune.fit_scratch(classifier, loaded, epochs=3, options=options,
+                                       backup_dir=backup)
+    return history, classifier.model.get_weights()
+
+
+@pytest.mark.parametrize("state, at_epoch, balance", [
+    ("head", 0, True),  # dropout and the class-balanced resampling
+    ("full", 2, False),  # in phase 2, after phase 1's end state was kept
+    pytest.param("full", 0, False, marks=pytest.mark.slow),  # in phase 1
+    pytest.param("scratch", 1, False, marks=pytest.mark.slow),
+])
+def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, state, at_epoch, balance):
+    expected, expected_weights = _train(state, balance=balance)
+    with pytest.raises(KeyboardInterrupt):
+        _train(state, tmp_path / "backup", [_Interrupt(at_epoch)], balance=balance)
+    history, weights = _train(state, tmp_path / "backup", balance=balance)
+    assert history["epoch"] == expected["epoch"]
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-6, err_msg=key)
+    for got, want in zip(weights, expected_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_scratch_baseline_trains_everything():

@@ -25,6 +25,7 @@ Dataset specifications (`load_image_data(spec, ...)`):
 import dataclasses
 import hashlib
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -95,6 +96,7 @@ def load_image_data(
     seed=0,
     data_dir=None,
     train_per_class=10,
+    min_val_per_class=None,
 ):
     """Loads an image-classification dataset as batched, prefetched `tf.data` pipelines.
 
@@ -117,6 +119,10 @@ def load_image_data(
         data_dir: the TFDS data folder. Defaults to TFDS's own default.
         train_per_class: labelled training images per class of the embedded task.
             Defaults to `10`.
+        min_val_per_class: for a folder dataset, warn when a class has fewer validation
+            images than this (its accuracy would rest on a handful of images); `None`
+            checks nothing. A class with no readable image is an error either way.
+            Defaults to `None`.
 
     Returns:
         An `ImageData`.
@@ -150,7 +156,7 @@ def load_image_data(
         skipped = 0
     else:
         train, val, class_names, counts, skipped, fingerprint = _from_folder(
-            spec.target, image_size, validation_fraction, seed
+            spec.target, image_size, validation_fraction, seed, min_val_per_class
         )
     fingerprint = {"dataset": str(spec), **fingerprint}
     if len(class_names) < 2:
@@ -338,7 +344,7 @@ def _count(dataset):
     return int(dataset.reduce(0, lambda count, _: count + 1))
 
 
-def _from_folder(path, image_size, validation_fraction, seed):
+def _from_folder(path, image_size, validation_fraction, seed, min_val_per_class=None):
     if not os.path.isdir(path):
         raise ValueError(
             f"Argument `dataset` must name an existing folder. Received: dataset='folder:{path}'"
@@ -349,9 +355,11 @@ def _from_folder(path, image_size, validation_fraction, seed):
         train_files, train_labels, skipped_train = _labelled_files(train_dir, class_names)
         val_files, val_labels, skipped_val = _labelled_files(val_dir, class_names)
         skipped = skipped_train + skipped_val
+        _check_classes(class_names, np.concatenate([train_labels, val_labels]), skipped, path)
     else:
         class_names = _class_folders(path, path)
         files, labels, skipped = _labelled_files(path, class_names)
+        _check_classes(class_names, labels, skipped, path)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(files))
         n_val = max(1, round(validation_fraction * len(files)))
@@ -364,6 +372,14 @@ def _from_folder(path, image_size, validation_fraction, seed):
             f"{len(train_files)} and {len(val_files)} ({skipped} files skipped). "
             f"Received: dataset='folder:{path}'"
         )
+
+    few = {name: int(np.sum(val_labels == i)) for i, name in enumerate(class_names)}
+    few = {name: n for name, n in few.items()
+           if min_val_per_class is not None and n < min_val_per_class}
+    if few:
+        warnings.warn(
+            f"dataset 'folder:{path}': classes with fewer than {min_val_per_class} validation "
+            f"images (min_val_per_class), whose accuracy says little: {few}", stacklevel=3)
 
     def pipeline(files, labels):
         images = image_files_dataset(files, image_size)
@@ -385,6 +401,16 @@ def _from_folder(path, image_size, validation_fraction, seed):
         skipped,
         fingerprint,
     )
+
+
+def _check_classes(class_names, labels, skipped, path):
+    empty = [name for i, name in enumerate(class_names) if not np.any(labels == i)]
+    if empty:
+        raise ValueError(
+            "Argument `dataset` must hold readable images in every class; found none in "
+            f"{', '.join(map(repr, empty))} ({skipped} files skipped). "
+            f"Received: dataset='folder:{path}'"
+        )
 
 
 def _class_folders(folder, path):

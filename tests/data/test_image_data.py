@@ -221,3 +221,20 @@ def test_bad_rebatch_arguments_are_clear_errors(augment, batch_size, match):
     loaded = data.load_image_data("embedded", image_size=8, augment=layers)
     with pytest.raises(ValueError, match=match):
         data.rebatch(loaded, batch_size)
+
+
+def test_a_class_without_a_readable_image_is_refused_by_name(tmp_path):
+    root = write_image_folder(tmp_path / "photos", per_class=3)
+    for path in (root / "flower").glob("*.png"):
+        path.write_bytes(b"not a png")  # every image of the class is corrupt
+    with pytest.raises(ValueError, match=r"readable images in every class; found none in "
+                                         r"'flower' \(5 files skipped\)\. Received: dataset="):
+        data.load_image_data(f"folder:{root}", image_size=16)
+
+
+def test_a_class_with_few_validation_images_warns(tmp_path):
+    root = write_image_folder(tmp_path / "photos", per_class=6, corrupt=False)
+    for path in sorted((root / "flower").glob("*.png"))[1:]:
+        path.unlink()  # one image left in the class
+    with pytest.warns(UserWarning, match=r"fewer than 2 validation images.*'flower': [01]"):
+        data.load_image_data(f"folder:{root}", image_size=16, min_val_per_class=2)

@@ -1,18 +1,25 @@
 import csv
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import pytest
 import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
 
+from kfound import backbones, runs
+
+RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "finetune.py"
+
 METRIC_KEYS = {
     "state", "backbone", "weights", "dataset", "num_classes", "train_examples", "val_examples",
     "val_accuracy", "val_loss", "epochs", "train_seconds", "examples_per_second", "skipped_files",
 }
-
-
-
 
 def _read_csv(path):
     with open(path) as f:
@@ -41,9 +48,17 @@ def test_all_states_on_the_embedded_default(recipe, tmp_path, capsys):
     predictions = _read_csv(out / "predict" / "predictions.csv")
     assert {p["label"] for p in predictions} <= {"even", "odd"}
     assert (out / "args.json").exists() and (out / "curves.png").exists()
-    # The same command again reuses every finished state instead of training anew.
-    recipe.main(["--smoke", "--output", str(out)])
+    history = _read_csv(out / "full" / "history.csv")
+    full = json.loads((out / "full" / "metrics.json").read_text())
+    assert full["epochs_trained"] == len(history) == 3
+    assert full["train_seconds"] > 0
+    # The same command again reuses every finished state instead of training anew; a
+    # different output folder for the feature cache changes no result.
+    recipe.main(["--smoke", "--output", str(out), "--feature-cache", str(tmp_path / "f")])
     assert capsys.readouterr().out.count("finished earlier with the same arguments") == 3
+    # Another result-changing argument is refused before any work, naming what differs.
+    with pytest.raises(ValueError, match=r"--learning-rate 0\.003 -> 0\.01.*--overwrite"):
+        recipe.main(["--smoke", "--output", str(out), "--learning-rate", "0.01"])
 
 
 def test_head_on_tfds_with_a_mobilenet(recipe, tmp_path):
@@ -61,11 +76,13 @@ def test_head_on_tfds_with_a_mobilenet(recipe, tmp_path):
 def test_full_on_a_folder_then_predict_files(recipe, tmp_path, shared_weights_dir):
     photos = write_image_folder(tmp_path / "photos", per_class=5)
     weights = str(shared_weights_dir / "mobilenet_2_5_224_tf_no_top.h5")
-    metrics = recipe.main([
-        "--smoke", "--state", "full", "--dataset", f"folder:{photos}", "--backbone", "MobileNet",
-        "--alpha", "0.25", "--image-size", "32", "--weights", weights, "--batch-size", "4",
-        "--unfreeze-from", "0.5", "--augment", "--balance", "--output", str(tmp_path / "full"),
-    ])
+    with pytest.warns(UserWarning, match=r"fewer than 5 validation images"):
+        metrics = recipe.main([
+            "--smoke", "--state", "full", "--dataset", f"folder:{photos}", "--backbone",
+            "MobileNet", "--alpha", "0.25", "--image-size", "32", "--weights", weights,
+            "--batch-size", "4", "--unfreeze-from", "0.5", "--augment", "--balance",
+            "--output", str(tmp_path / "full"),
+        ])
     assert metrics["skipped_files"] == 2 and metrics["num_classes"] == 2
     predicted = recipe.main([
         "--state", "predict", "--model", str(tmp_path / "full" / "model.keras"),
@@ -88,3 +105,134 @@ def test_full_on_a_folder_then_predict_files(recipe, tmp_path, shared_weights_di
 def test_bad_command_lines_are_clear_errors(recipe, tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):
         recipe.main([*argv, "--smoke", "--output", str(tmp_path)])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--epochs", "0"], r"`--epochs` must be a positive integer\. Received: epochs=0$"),
+    (["--epochs", "-1"], r"Received: epochs=-1$"),
+    (["--fine-tune-epochs", "-1"], r"`--fine-tune-epochs`.*Received: fine_tune_epochs=-1$"),
+    (["--learning-rate", "nan"], r"`--learning-rate` must be a positive, finite number\. "
+                                 r"Received: learning_rate=nan$"),
+    (["--learning-rate", "-1"], r"Received: learning_rate=-1\.0$"),
+    (["--fine-tune-learning-rate", "inf"], r"Received: fine_tune_learning_rate=inf$"),
+    (["--image-size", "0"], r"`--image-size` must be a positive integer\. Received: image_size=0$"),
+    (["--image-size", "4"], r"at least 8 for backbone SmallConvNet\. Received: image_size=4$"),
+    (["--unfreeze-from", "1.5"], r"in \[0, 1\)\. Received: unfreeze_from=1\.5$"),
+    (["--unfreeze-from", "no_such_layer"], r"must name a layer.*"
+                                           r"Received: unfreeze_from='no_such_layer'$"),
+])
+def test_bad_flags_are_refused_before_any_work(recipe, tmp_path, argv, match):
+    with pytest.raises(ValueError, match=match):
+        recipe.main([*argv, "--output", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()  # no args.json, no backup, no pretraining
+
+
+def test_the_recipe_mirrors_the_library_constants(recipe):
+    assert recipe.SMALL_BACKBONE == backbones.SMALL_BACKBONE
+    assert recipe.SMALL_BACKBONE_MIN_SIZE == backbones.SMALL_BACKBONE_MIN_SIZE
+    assert recipe.DEFAULT_SEED == runs.DEFAULT_SEED
+    for name in backbones.backbone_names()[:3]:
+        assert recipe.default_image_size(name) == backbones.default_image_size(name)
+
+
+def _run_recipe(code, tmp_path, **env):
+    environment = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home"), **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=environment, timeout=300, cwd=tmp_path)
+
+
+def test_a_bad_flag_fails_at_once_without_importing_tensorflow(tmp_path):
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['finetune.py', '--epochs', '0']\n"
+        f"try:\n    runpy.run_path({str(RECIPE)!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n    print(exit.code)\n"
+        "print('imported:', sorted({'tensorflow', 'keras', 'kfound'} & set(sys.modules)))\n"
+    )
+    result = _run_recipe(code, tmp_path)
+    assert result.stdout.splitlines() == [
+        "finetune.py: error: Argument `--epochs` must be a positive integer. Received: epochs=0",
+        "imported: []",
+    ], result.stderr
+
+
+_OFFLINE_ARGS = ["--weights", "imagenet", "--backbone", "MobileNet", "--alpha", "0.25",
+                 "--image-size", "32", "--state", "head", "--smoke"]
+
+
+def test_offline_imagenet_weights_are_a_clear_error(recipe, tmp_path):
+    name = "mobilenet_2_5_224_tf_no_top.h5"
+    home = os.environ.get("KERAS_HOME", os.path.expanduser(os.path.join("~", ".keras")))
+    if (pathlib.Path(home) / "models" / name).exists():
+        pytest.skip(f"{name} is in the Keras cache, so nothing is downloaded")
+    try:
+        with pytest.raises(ValueError, match=r"needs the internet.*--weights PATH\. "
+                                             r"Received: weights='imagenet'$"):
+            recipe.main([*_OFFLINE_ARGS, "--output", str(tmp_path / "run")])
+    except pytest.fail.Exception:
+        pytest.skip("the ImageNet weights were downloaded: this machine is online")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_offline_imagenet_weights_are_one_line_without_a_traceback(tmp_path):
+    # KERAS_HOME is empty, so the weights must be downloaded; this machine is offline.
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['finetune.py', *{_OFFLINE_ARGS!r}, '--output', 'run']\n"
+        f"runpy.run_path({str(RECIPE)!r}, run_name='__main__')\n"
+    )
+    result = _run_recipe(code, tmp_path)
+    if result.returncode == 0:
+        pytest.skip("the ImageNet weights were downloaded: this machine is online")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("finetune.py:")]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert "needs the internet" in lines[0] and "--weights PATH" in lines[0]
+    assert lines[0].endswith("Received: weights='imagenet'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_rerun_names_every_differing_argument_and_overwrite_starts_over(recipe, tmp_path):
+    out = tmp_path / "run"
+    (out / "full" / "backup").mkdir(parents=True)
+    (out / "features").mkdir()
+    old = recipe.parse_args(["--epochs", "30", "--augment", "--output", str(out)])
+    (out / "args.json").write_text(json.dumps(vars(old)))
+    new = recipe.parse_args(["--epochs", "10", "--output", str(out), "--feature-cache", "x"])
+    settings = {k: v for k, v in vars(new).items()
+                if k not in recipe.NOT_RESULTS and not k.startswith("_")}
+    with pytest.raises(ValueError) as error:
+        recipe.check_rerun(out, settings, overwrite=False)
+    message = str(error.value)
+    assert "--epochs 30 -> 10" in message and "--augment True -> False" in message
+    assert "feature" not in message and "pass --overwrite to start over" in message
+    assert message.endswith(f"Received: output={str(out)!r}")
+    recipe.check_rerun(out, settings, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["features"]  # caches are kept
+    recipe.check_rerun(out, settings, overwrite=False)  # nothing left to disagree with
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    argv = [sys.executable, str(RECIPE), "--state", "full", "--weights", "none",
+            "--epochs", "10", "--fine-tune-epochs", "10"]
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home")}
+    subprocess.run([*argv, "--output", "whole"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=600)
+    process = subprocess.Popen([*argv, "--output", "killed"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (tmp_path / "killed" / "backup" / "phase2" / "epoch-0013").exists():
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    subprocess.run([*argv, "--output", "killed"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=600)
+    whole, resumed = (json.loads((tmp_path / run / "metrics.json").read_text())
+                      for run in ("whole", "killed"))
+    assert resumed["val_accuracy"] == pytest.approx(whole["val_accuracy"], abs=1e-6)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-5)
+    assert resumed["epochs_trained"] == 20
+    assert len(_read_csv(tmp_path / "killed" / "history.csv")) == 20
