@@ -280,8 +280,10 @@ def main(argv=None):
         args.output = os.path.join(runs.SAVED_MODELS, f"search-{args.space_name}-{args.tuner}")
     io_utils.check_writable_folder(args.output)
     role = _configure_role(args)
-    if role == "worker":
-        wait_for_chief(args.oracle, args.connect_timeout)
+    if role == "worker":  # --oracle, or KerasTuner's own variables set by hand
+        address = args.oracle or (f"{os.environ['KERASTUNER_ORACLE_IP']}:"
+                                  f"{os.environ.get('KERASTUNER_ORACLE_PORT', '')}")
+        wait_for_chief(address, args.connect_timeout)
         output = pathlib.Path(args.output)
         keras.utils.set_random_seed(args.seed)
     else:
