@@ -167,6 +167,7 @@ def main(argv=None):
         if done.returncode != 0:
             sys.exit(f"benchmarks/callbacks.py: the {backend} run failed:\n{done.stderr[-3000:]}")
         result[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{backend}: {json.dumps(result[backend])}", file=sys.stderr)
     print(json.dumps(result))
     return result
 

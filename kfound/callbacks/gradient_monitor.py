@@ -46,7 +46,7 @@ class GradientMonitor(monitor.Monitor):
 
     - vanishing gradients: over an epoch, the first trainable layer's mean norm is below
       `vanishing_ratio` times the last layer's, or some layer's is below `vanishing_norm`
-      ("the learning speed of hidden layers" of Glorot and Bengio 2010);
+      (the textbook chapter's "learning speed of hidden layers");
     - exploding gradients: a layer's epoch-mean norm is above `exploding_norm`, or grew
       more than `growth_factor` times since the previous epoch;
     - non-finite gradients or loss: it names the first layer, in forward order, whose

@@ -22,8 +22,9 @@ class StepTap:
 
     Several monitors that sample one step share its tap. The one window it leaves: a
     callback listed after the monitor whose `on_train_batch_begin` raises on a sampled step.
-    The tap is then still in place after `fit`; it is inert (its next call restores Keras's
-    function and runs it), and the next monitor's `on_train_begin` removes it (`clear`).
+    The tap is then still in place after `fit`. It is harmless (its next call restores
+    Keras's function and runs the step as armed, which trains exactly as Keras's own), and
+    the next monitor's `on_train_begin` removes it (`clear`).
     """
 
     def __init__(self, model):

@@ -9,6 +9,8 @@ from kfound.callbacks import ActivationMonitor, ActivationWarning, GradientMonit
 RNG = np.random.default_rng(0)
 X = RNG.uniform(size=(64, 5)).astype("float32")
 Y = (X.sum(axis=1) > 2.5).astype("int32")
+# XLA on TensorFlow and JAX; torch.compile would take minutes on a CPU, so torch runs eager.
+JIT = keras.backend.backend() != "torch"
 
 
 def _model(activation="relu", units=6, kernel="glorot_uniform", bias="zeros", out="glorot_uniform"):
@@ -148,10 +150,11 @@ def test_an_empty_probe_dataset_is_refused():
 
 @pytest.mark.parametrize("activations_first", [True, False])
 def test_both_monitors_on_tf_data_with_jit_in_either_order(activations_first):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")
 
     model = _model()
-    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", jit_compile=True)
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy",
+                  jit_compile=JIT)
     original = model.make_train_function() or model.train_function
     dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
     activations, gradients = ActivationMonitor(), GradientMonitor(every_n_batches=2)
