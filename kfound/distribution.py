@@ -44,6 +44,10 @@ class Distribution:
         """`{"kind": ..., "devices": N}`, for a run's JSON files."""
         return {"kind": self.kind, "devices": self.devices}
 
+    def scope(self):
+        """The context to build and train in: the TensorFlow strategy's, or `scope()`."""
+        return self.strategy.scope() if self.strategy is not None else scope()
+
 
 _warned_torch = []
 _data_parallel = []  # The DataParallel that `setup` chose, if any.

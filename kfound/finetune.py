@@ -371,13 +371,6 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
     return history
 
 
-def distribution_strategy():
-    """`MirroredStrategy` over the GPUs when more than one is visible, else the default."""
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def trainable_params(model):
     """The number of trainable scalars of `model`."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))

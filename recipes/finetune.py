@@ -248,7 +248,7 @@ before it. A state that already finished with the same arguments is reused.
 """
 
 
-def train_state(state, args, data, weights, folder, settings, strategy):
+def train_state(state, args, data, weights, folder, settings, placement):
     import keras
 
     from kfound import backbones, finetune, io_utils, prediction, reports
@@ -259,7 +259,7 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         print(f"{state}: finished earlier with the same arguments; reusing {metrics_path}")
         return previous, _read_history(os.path.join(folder, "history.csv"))
     keras.utils.set_random_seed(args.seed)
-    with strategy.scope():
+    with placement.scope():
         backbone = backbones.build_backbone(
             args.backbone, None if state == "scratch" else weights, data.image_size, args.alpha
         )
@@ -273,18 +273,19 @@ def train_state(state, args, data, weights, folder, settings, strategy):
     )
     features = {"cache_features": not args.no_cache_features,
                 "feature_cache": None if args.no_feature_cache else args.feature_cache}
-    if state == "head":
-        history = finetune.fit_head(classifier, data, epochs=args.epochs, options=options,
-                                    backup_dir=backup, **features)
-    elif state == "full":
-        history = finetune.fit_full(
-            classifier, data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-            options=options, fine_tune_learning_rate=args.fine_tune_learning_rate,
-            unfreeze_from=args.unfreeze_from, backup_dir=backup, **features)
-    else:
-        history = finetune.fit_scratch(classifier, data,
-                                       epochs=args.epochs + args.fine_tune_epochs,
-                                       options=options, backup_dir=backup)
+    with placement.scope():
+        if state == "head":
+            history = finetune.fit_head(classifier, data, epochs=args.epochs, options=options,
+                                        backup_dir=backup, **features)
+        elif state == "full":
+            history = finetune.fit_full(
+                classifier, data, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+                options=options, fine_tune_learning_rate=args.fine_tune_learning_rate,
+                unfreeze_from=args.unfreeze_from, backup_dir=backup, **features)
+        else:
+            history = finetune.fit_scratch(classifier, data,
+                                           epochs=args.epochs + args.fine_tune_epochs,
+                                           options=options, backup_dir=backup)
     # The history covers the whole run, the epochs before a kill included, and so do the
     # seconds: every epoch's, plus computing the backbone features when they were.
     features_seconds = (classifier.features_report or {}).get("seconds", 0.0)
@@ -309,6 +310,7 @@ def train_state(state, args, data, weights, folder, settings, strategy):
         "skipped_files": data.skipped_files,
         "image_size": data.image_size,
         "features": classifier.features_report,
+        "distribution": placement.record(),
         "run_settings": settings,
     }
     prediction.save_classifier(classifier.model, data.class_names, folder)
@@ -389,7 +391,7 @@ def main(argv=None):
     import keras
 
     from kfound import data as kdata
-    from kfound import finetune, io_utils, reports, runs
+    from kfound import distribution, io_utils, reports, runs
 
     output = runs.run_folder(args)
     settings = {k: v for k, v in vars(args).items()
@@ -418,17 +420,18 @@ def main(argv=None):
     output = runs.start_run(args)  # args.json, once every argument and the data are valid
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = finetune.distribution_strategy()
+    placement = distribution.setup()
+    distribution.check_batch_size(args.batch_size, "--batch-size")
     weights = resolve_weights(args, image_size, output)
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "
           f"validation images, {data.num_classes} classes, {data.skipped_files} files skipped")
     if args.state != "all":
-        return train_state(args.state, args, data, weights, str(output), settings, strategy)[0]
+        return train_state(args.state, args, data, weights, str(output), settings, placement)[0]
 
     results, histories = [], {}
     for state in TRAINED:
         metrics, histories[state] = train_state(
-            state, args, data, weights, str(output / state), settings, strategy
+            state, args, data, weights, str(output / state), settings, placement
         )
         results.append(metrics)
     results.append(predict_state(args, str(output / "predict"),

@@ -236,3 +236,20 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-5)
     assert resumed["epochs_trained"] == 20
     assert len(_read_csv(tmp_path / "killed" / "history.csv")) == 20
+
+
+def _head_run_under_jax(tmp_path, devices):
+    env = {**os.environ, "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    output = tmp_path / f"devices{devices}"
+    subprocess.run([sys.executable, str(RECIPE), "--smoke", "--state", "head",
+                    "--output", str(output)], env=env, check=True, capture_output=True)
+    return json.loads((output / "metrics.json").read_text())
+
+
+def test_two_jax_devices_train_under_data_parallel_and_match_one(tmp_path):
+    one, two = (_head_run_under_jax(tmp_path, devices) for devices in (1, 2))
+    assert one["distribution"] == {"kind": "none", "devices": 1}
+    assert two["distribution"] == {"kind": "DataParallel", "devices": 2}
+    assert two["val_accuracy"] == pytest.approx(one["val_accuracy"], abs=1e-6)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
