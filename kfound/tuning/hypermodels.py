@@ -11,7 +11,6 @@ Datasets: `mlp` and `cnn` take `digits` (arrays in memory, passed to `tuner.sear
 """
 
 import dataclasses
-import math
 import os
 
 import keras
@@ -21,7 +20,7 @@ from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 from kfound import data as kdata
 from kfound import finetune
 from kfound.initializers import SparseInitializer
-from kfound.layers import LRN, GroupNorm, WeightNorm
+from kfound.layers import normalization_block
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
 NORMALIZATIONS = ("none", "batch", "group", "lrn", "weight")
@@ -188,22 +187,14 @@ class ClassifierHyperModel(kt.HyperModel):
     def block(self, layer, x, values):
         """`layer` (a Dense or Conv2D), then normalization, activation and dropout.
 
-        Normalizations: `none`; `batch` (Keras's BatchNormalization); `group` (kfound's
-        GroupNorm with `gcd(32, channels)` groups); `lrn` (kfound's LRN across channels,
-        AlexNet's constants); `weight` (kfound's WeightNorm around `layer`, with its
-        data-dependent initialization).
+        The layers, their order and the bias are `kfound.layers.normalization_block`'s
+        (the papers' placements: LRN after the activation, no bias before BatchNorm or
+        GroupNorm, `group_count(channels, 32)` groups).
         """
-        if values["normalization"] == "weight":
-            layer = WeightNorm(layer)
-        x = layer(x)
-        channels = x.shape[-1]
-        if values["normalization"] == "batch":
-            x = keras.layers.BatchNormalization()(x)
-        elif values["normalization"] == "group":
-            x = GroupNorm(groups=math.gcd(GROUPS, channels))(x)
-        elif values["normalization"] == "lrn":
-            x = LRN()(x)
-        x = keras.layers.Activation(values["activation"])(x)
+        for block_layer in normalization_block(
+            values["normalization"], layer, values["activation"], groups=GROUPS
+        ):
+            x = block_layer(x)
         if values["dropout"] > 0:
             x = keras.layers.Dropout(values["dropout"])(x)
         return x
