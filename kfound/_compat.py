@@ -3,7 +3,28 @@
 Each function below stands in for a public API that the library lacks; its comment names
 what is missing. `tests/test_compat.py` checks that the installed versions still have
 every one of them, so that an upgrade that removes one fails there, by name, rather
-than deep inside a search.
+than deep inside a search; it also checks that no other module imports `keras.src`.
+setup.cfg gives the versions tested.
+
+## Keras
+
+No private touch remains. The three that were, and the public seams that replaced them:
+
+- `SparseInitializer` subclassed `keras.src...RandomInitializer`; it now subclasses the
+  public `keras.initializers.Initializer` and keeps Keras's seed semantics itself.
+- `replace_batchnorm` imported `Functional` from `keras.src` to test a model's kind; it
+  now tests `isinstance(model, keras.Sequential)` or a `keras.Model` with `outputs`
+  (what Functional models have and subclassed ones lack), and edits the graph with
+  `keras.models.clone_model(clone_function=..., call_function=..., recursive=True)`.
+- `WeightNorm` wrote the wrapped layer's private `_kernel` with `object.__setattr__`; it
+  now calls the layer inside a `keras.StatelessScope` that maps its kernel variables to
+  the normalized kernels, the seam `Layer.stateless_call` and the JAX trainer use.
+
+tests/test_compat.py checks the public behaviour each of them relies on.
+
+## KerasTuner
+
+The functions below.
 """
 
 import importlib

@@ -62,23 +62,16 @@ NORMALIZATIONS = ("batch", "group", "weight", "lrn", "none")
 
 Three 3x3 convolutions (16, 32, 32 filters) with ReLU, a 2x2 max-pooling after the second,
 global average pooling and a softmax layer.
+Each convolution block is `kfound.layers.normalization_block`, the one the
+hyperparameter searches use: the papers' placements, bias-free convolutions before
+BatchNorm and GroupNorm.
 """
 
 
 def conv_block(x, filters, normalization, groups):
-    conv = keras.layers.Conv2D(filters, 3, padding="same",
-                               use_bias=normalization not in ("batch", "group"))
-    if normalization == "weight":
-        x = layers.WeightNorm(conv, data_init=True)(x)
-    else:
-        x = conv(x)
-    if normalization == "batch":
-        x = keras.layers.BatchNormalization()(x)
-    elif normalization == "group":
-        x = layers.GroupNorm(groups=groups)(x)
-    x = keras.layers.ReLU()(x)
-    if normalization == "lrn":
-        x = layers.LRN(depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)(x)
+    conv = keras.layers.Conv2D(filters, 3, padding="same")
+    for layer in layers.normalization_block(normalization, conv, "relu", groups=groups):
+        x = layer(x)
     return x
 
 

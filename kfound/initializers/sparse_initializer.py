@@ -1,14 +1,39 @@
 """Sparse initialization: a fixed number of nonzero incoming weights per unit."""
 
 import math
+import random
 
 import keras
 from keras import ops
-from keras.src.initializers.random_initializers import RandomInitializer
+
+from kfound import checks
+
+
+def _initializer_seed(seed):
+    """The seed a Keras random initializer keeps, from its `seed` argument or config.
+
+    As in Keras's own random initializers (`keras.initializers.RandomNormal` and the
+    rest): `None` becomes an integer drawn once from Python's `random` module (which
+    `keras.utils.set_random_seed` seeds), so that one instance repeats its values; an
+    integer is kept; a `keras.random.SeedGenerator`, or its serialized config, is kept
+    and advances on every call.
+    """
+    if seed is None:
+        return random.randint(1, int(1e9))
+    if isinstance(seed, dict):
+        seed = keras.saving.deserialize_keras_object(seed)
+    if isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(
+            "Argument `seed` must be an integer, a `keras.random.SeedGenerator` or None. "
+            f"Received: seed={seed!r}"
+        )
+    return seed
 
 
 @keras.saving.register_keras_serializable(package="kfound")
-class SparseInitializer(RandomInitializer):
+class SparseInitializer(keras.initializers.Initializer):
     """Sparse initializer: exactly `connections` nonzero incoming weights per unit.
 
     Every output unit (the last axis of the kernel) gets exactly `connections`
@@ -65,23 +90,11 @@ class SparseInitializer(RandomInitializer):
     """
 
     def __init__(self, connections=15, stddev=1.0, seed=None):
-        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
-            raise ValueError(
-                "Argument `connections` must be a positive integer. "
-                f"Received: connections={connections!r}"
-            )
-        if (
-            isinstance(stddev, bool)
-            or not isinstance(stddev, (int, float))
-            or not math.isfinite(stddev)
-            or stddev <= 0
-        ):
-            raise ValueError(
-                f"Argument `stddev` must be a positive number. Received: stddev={stddev!r}"
-            )
-        self.connections = connections
-        self.stddev = float(stddev)
-        super().__init__(seed=seed)
+        self.connections = checks.positive_int("connections", connections)
+        self.stddev = checks.positive_number("stddev", stddev)
+        # The argument as given goes into the config: `None` draws a new seed on loading.
+        self._init_seed = seed
+        self.seed = _initializer_seed(seed)
 
     def __call__(self, shape, dtype=None):
         shape = tuple(int(dim) for dim in shape)
@@ -114,7 +127,7 @@ class SparseInitializer(RandomInitializer):
 
     def get_config(self):
         return {
-            **super().get_config(),
+            "seed": keras.saving.serialize_keras_object(self._init_seed),
             "connections": self.connections,
             "stddev": self.stddev,
         }

@@ -1,12 +1,9 @@
 """Group normalization: Keras's GroupNormalization with a faster computation."""
 
-import math
-import numbers
-
 import keras
 from keras import ops
 
-from kfound.layers.channel_axis import channel_axis
+from kfound import checks
 
 
 @keras.saving.register_keras_serializable(package="kfound")
@@ -22,15 +19,16 @@ class GroupNorm(keras.layers.GroupNormalization):
     the BatchNormalization layers of a model for this one.
 
     It takes Keras's arguments and gives its results (up to float32 rounding), computed
-    differently: float32 mean and variance per example and channel first (two passes, as
-    Keras does, for accuracy), then per group from those small tensors; gamma, beta,
-    mean and inverse standard deviation are folded into one scale and one offset per
-    example and channel, and the output is `x * scale + offset` on the input in its own
-    shape. Keras normalizes a grouped 5D view instead, with full-size broadcasts, which
-    makes more passes over memory forward and backward. Forward+backward on a
-    (32, 56, 56, 64) tensor, this took about a quarter of Keras's time in TensorFlow graph
-    mode and about three quarters under XLA on CPU (`benchmarks/layers.py`). Like Keras's
-    layer, it passes masks through and includes masked steps in the statistics.
+    differently: float32 mean and variance per example and channel first (two passes,
+    for accuracy: Keras's torch backend computes the variance in one pass, `E[x^2] -
+    E[x]^2`, which loses digits when the mean is large against the spread), then per
+    group from those small tensors; gamma, beta, mean and inverse standard deviation
+    are folded into one scale and one offset per example and channel, and the output is
+    `x * scale + offset` on the input in its own shape. Keras normalizes a grouped 5D
+    view instead, with full-size broadcasts, which makes more passes over memory
+    forward and backward (`benchmarks/layers.py` measures the two side by side; the
+    README quotes its figures). Like Keras's layer, it passes masks through and
+    includes masked steps in the statistics.
 
     Args:
         groups: int, the number of groups, dividing the channel count; `-1` for one
@@ -65,22 +63,15 @@ class GroupNorm(keras.layers.GroupNormalization):
     """
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, **kwargs):
-        if not isinstance(axis, int) or isinstance(axis, bool):
-            raise TypeError(f"Argument `axis` must be an integer. Received: axis={axis!r}")
-        if (
-            not isinstance(epsilon, numbers.Real)
-            or isinstance(epsilon, bool)
-            or not math.isfinite(epsilon)
-            or epsilon < 0
-        ):
-            raise ValueError(
-                "Argument `epsilon` must be a finite non-negative number. "
-                f"Received: epsilon={epsilon!r}"
-            )
+        groups = checks.integer("groups", groups)
+        if groups != -1:
+            groups = checks.positive_int("groups", groups)
+        axis = checks.integer("axis", axis)
+        epsilon = checks.non_negative_number("epsilon", epsilon)
         super().__init__(groups=groups, axis=axis, epsilon=epsilon, **kwargs)
 
     def build(self, input_shape):
-        channels = input_shape[channel_axis("GroupNorm", input_shape, self.axis)]
+        channels = input_shape[checks.channel_axis("GroupNorm", input_shape, self.axis)]
         groups = channels if self.groups == -1 else self.groups
         if channels % groups:
             raise ValueError(
@@ -122,8 +113,24 @@ class GroupNorm(keras.layers.GroupNormalization):
         return ops.cast(x * scale + offset, self.compute_dtype)
 
 
-def _largest_divisor(channels, groups):
-    """The largest divisor of `channels` that is at most `groups`."""
+def group_count(channels, groups):
+    """The number of groups a `GroupNorm` over `channels` channels gets when `groups` is asked.
+
+    The largest divisor of `channels` that is at most `groups`: `groups` itself when it
+    divides the channels, otherwise the group count whose group size (channels per
+    group) is closest to the one asked, from above. For example 48 channels and
+    `groups=32` give 24 groups of 2 channels (a greatest common divisor would give 16
+    groups of 3), and 5 channels give 5 groups.
+
+    Args:
+        channels: positive int, the number of channels.
+        groups: positive int, the number of groups asked for (Wu & He use 32).
+
+    Returns:
+        An int that divides `channels`, between 1 and `min(groups, channels)`.
+    """
+    channels = checks.positive_int("channels", channels)
+    groups = checks.positive_int("groups", groups)
     return max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
 
 
@@ -139,9 +146,10 @@ def replace_batchnorm(model, groups=32):
     moving mean and variance are dropped: GroupNorm has none. The copy computes
     something different from the original, so fine-tune it.
 
-    When `groups` does not divide a layer's channel count, that layer gets the largest
-    divisor of the count not above `groups` (e.g. 24 groups for 48 channels
-    and `groups=32`; 5 groups for 5 channels), the closest group size to the one asked.
+    When `groups` does not divide a layer's channel count, that layer gets
+    `group_count(channels, groups)` groups: the largest
+    divisor of the count not above `groups` (e.g. 24 groups for 48 channels and
+    `groups=32`; 5 groups for 5 channels), the closest group size to the one asked.
 
     Args:
         model: a built Functional or Sequential `keras.Model`.
@@ -162,18 +170,16 @@ def replace_batchnorm(model, groups=32):
     >>> gn_model.layers[1].groups
     24
     """
-    # Keras exports no name for the Functional class; clone_model needs one of the two.
-    from keras.src.models.functional import Functional
-
-    if not isinstance(model, (keras.Sequential, Functional)):
+    # Functional models (and built Sequential ones) have `outputs`; subclassed ones don't.
+    is_graph = isinstance(model, keras.Sequential) or (
+        isinstance(model, keras.Model) and hasattr(model, "outputs")
+    )
+    if not is_graph:
         raise TypeError(
             "Argument `model` must be a Functional or Sequential keras.Model (subclassed "
             f"models have no graph to edit). Received: model={model!r}"
         )
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(
-            f"Argument `groups` must be a positive integer. Received: groups={groups!r}"
-        )
+    groups = checks.positive_int("groups", groups)
     if not model.built:
         raise ValueError(
             "Argument `model` must be built (give it an Input or call it once) so that "
@@ -193,7 +199,7 @@ def replace_batchnorm(model, groups=32):
                     "gamma_regularizer", "beta_constraint", "gamma_constraint",
                 )
             }
-            new = GroupNorm(groups=_largest_divisor(channels, groups), **config)
+            new = GroupNorm(groups=group_count(channels, groups), **config)
         else:
             new = layer.__class__.from_config(config)
         pairs.append((layer, new))
@@ -215,9 +221,11 @@ def replace_batchnorm(model, groups=32):
     for old, new in pairs:
         if isinstance(old, keras.layers.BatchNormalization):
             if old.scale:
-                new.gamma.assign(old.gamma)
+                new.gamma.assign(old.gamma.value)
             if old.center:
-                new.beta.assign(old.beta)
-        elif old.weights:
-            new.set_weights(old.get_weights())
+                new.beta.assign(old.beta.value)
+        else:
+            # Variable to variable (Keras's get_weights() warns under NumPy 2).
+            for target, source in zip(new.weights, old.weights, strict=True):
+                target.assign(source.value)
     return copy

@@ -1,27 +1,9 @@
 """Local response normalization across channels (AlexNet)."""
 
-import math
-import numbers
-
 import keras
 from keras import ops
 
-from kfound.layers.channel_axis import channel_axis
-
-
-def _check_number(name, value, *, positive=False):
-    """Raises unless `value` is a finite real number, >= 0 (or > 0 when `positive`)."""
-    valid = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > 0 if positive else value >= 0)
-    )
-    if not valid:
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(
-            f"Argument `{name}` must be a finite {kind} number. Received: {name}={value!r}"
-        )
+from kfound import checks
 
 
 def _power(d, beta):
@@ -108,9 +90,9 @@ class LRN(keras.layers.Layer):
     The computation runs in float32 and is cast back to the layer's compute dtype, so
     mixed precision keeps float32 accuracy. With the TensorFlow backend, channels-last
     4D input on a machine with a GPU uses the native `tf.nn.local_response_normalization`
-    (cuDNN). Elsewhere, the layer uses `keras.ops` with an analytic gradient; on CPU this
-    measured 2-3x faster than the native op forward+backward (`benchmarks/layers.py`),
-    whose gradient kernel is a scalar loop. The native op's XLA lowering supports only
+    (cuDNN). Elsewhere, the layer uses `keras.ops` with an analytic gradient, because the
+    native op's CPU gradient kernel is a scalar loop (`benchmarks/layers.py` compares
+    the two; the README quotes its figures). The native op's XLA lowering supports only
     float32, one more reason the float32 computation is kept throughout.
 
     Args:
@@ -142,26 +124,17 @@ class LRN(keras.layers.Layer):
     """
 
     def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, axis=-1, **kwargs):
-        if (
-            not isinstance(depth_radius, numbers.Integral)
-            or isinstance(depth_radius, bool)
-            or depth_radius < 0
-        ):
-            raise ValueError(
-                "Argument `depth_radius` must be a non-negative integer. "
-                f"Received: depth_radius={depth_radius!r}"
-            )
-        _check_number("bias", bias, positive=True)
-        _check_number("alpha", alpha)
-        _check_number("beta", beta)
-        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-            raise TypeError(f"Argument `axis` must be an integer. Received: axis={axis!r}")
+        depth_radius = checks.non_negative_int("depth_radius", depth_radius)
+        bias = checks.positive_number("bias", bias)
+        alpha = checks.non_negative_number("alpha", alpha)
+        beta = checks.non_negative_number("beta", beta)
+        axis = checks.integer("axis", axis)
         super().__init__(**kwargs)
-        self.depth_radius = int(depth_radius)
-        self.bias = float(bias)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.axis = int(axis)
+        self.depth_radius = depth_radius
+        self.bias = bias
+        self.alpha = alpha
+        self.beta = beta
+        self.axis = axis
         self.supports_masking = True
 
     def _canonical_axis(self, rank):
@@ -169,7 +142,7 @@ class LRN(keras.layers.Layer):
 
     def build(self, input_shape):
         rank = len(input_shape)
-        axis = channel_axis("LRN", input_shape, self.axis)
+        axis = checks.channel_axis("LRN", input_shape, self.axis)
         self.input_spec = keras.layers.InputSpec(ndim=rank, axes={axis: input_shape[axis]})
 
     def _uses_native_op(self, rank):

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kfound import checks
+
 # The ImageNet RGB principal components used by fb.resnet.torch (datasets/imagenet.lua,
 # "computed from random subset of ImageNet training images") for RGB pixels in [0, 1];
 # eigenvectors are the columns. Caffe2's ImageInputOp and ClassyVision use the same numbers
@@ -19,19 +21,11 @@ IMAGENET_EIGENVECTORS = (
 )
 
 
-def _is_number(value):
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-    )
-
-
 def _check_value_range(value_range):
     if (
         not isinstance(value_range, (tuple, list))
         or len(value_range) != 2
-        or not all(_is_number(v) for v in value_range)
+        or not all(checks.is_finite_number(v) for v in value_range)
         or not value_range[0] < value_range[1]
     ):
         raise ValueError(
@@ -135,10 +129,7 @@ class RandomPCALighting(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        if not _is_number(stddev) or stddev < 0:
-            raise ValueError(
-                f"Argument `stddev` must be a non-negative number. Received: stddev={stddev!r}"
-            )
+        stddev = checks.non_negative_number("stddev", stddev)
         eigenvalue_array = _check_array(eigenvalues, "eigenvalues", (3,))
         if np.any(eigenvalue_array < 0):
             raise ValueError(
@@ -147,8 +138,8 @@ class RandomPCALighting(keras.layers.Layer):
             )
         eigenvector_array = _check_array(eigenvectors, "eigenvectors", (3, 3))
         low, high = _check_value_range(value_range)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"Argument `seed` must be an integer or None. Received: seed={seed!r}")
+        if seed is not None:
+            seed = checks.integer("seed", seed)
         super().__init__(**kwargs)
         self.stddev = float(stddev)
         self.eigenvalues = tuple(eigenvalue_array.tolist())

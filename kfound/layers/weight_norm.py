@@ -6,6 +6,8 @@ import math
 import keras
 from keras import ops
 
+from kfound import checks
+
 _DENSE_LIKE = (
     keras.layers.Dense,
     keras.layers.Conv1D,
@@ -34,20 +36,10 @@ def _is_recurrent(layer):
     return isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, _RECURRENT_CELLS)
 
 
-def _attribute_holding(owner, variable):
-    """The name of the attribute of `owner` that stores `variable` itself.
-
-    Layers expose their kernel through a property (`Dense.kernel` reads `_kernel`), so
-    the attribute to substitute is found by identity rather than by name.
-    """
-    return next(name for name, value in vars(owner).items() if value is variable)
-
-
 @dataclasses.dataclass
 class _NormalizedKernel:
-    """One kernel `g * v / ||v||`: the attribute of the layer that holds `v`, and how."""
+    """One kernel `g * v / ||v||`: the variable `v`, its length `g` and their axes."""
 
-    attribute: str
     v: keras.Variable
     g: keras.Variable
     reduce_axes: tuple
@@ -61,29 +53,28 @@ class _Plan:
     input_shape: tuple
     owner: keras.layers.Layer
     kernels: list
-    bias_attribute: str | None
     bias: keras.Variable | None
 
 
-class _Substitution:
-    """Temporarily replaces attributes of layers, restoring them on exit.
+def _call_with_values(layer, values, inputs, **kwargs):
+    """Calls `layer` with some of its variables read as the given tensors.
 
-    The wrapped layer then runs its own `call` with a computed kernel (a tensor) in
-    place of its kernel variable. `object.__setattr__` bypasses Keras's variable
-    tracking, which must not see the temporary tensors.
+    `values` maps `id(variable)` to the tensor to read in its place. The call runs in a
+    `keras.StatelessScope` (the public seam that `Layer.stateless_call` and the JAX
+    trainer use), so gradients flow from the outputs into those tensors and the
+    variables themselves are never written. A scope does not fall back on an enclosing
+    one (the JAX trainer's), so every other variable of the layer is mapped to the value
+    it has outside; updates the call makes (an RNN's dropout seed) are assigned outside.
     """
-
-    def __init__(self, replacements):
-        self.replacements = replacements
-
-    def __enter__(self):
-        self.saved = [(owner, name, vars(owner)[name]) for owner, name, _ in self.replacements]
-        for owner, name, value in self.replacements:
-            object.__setattr__(owner, name, value)
-
-    def __exit__(self, *exc_info):
-        for owner, name, value in self.saved:
-            object.__setattr__(owner, name, value)
+    mapping = [(v, values.get(id(v), v.value)) for v in layer.variables]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        before = [scope.get_current_value(v) for v, _ in mapping]
+        outputs = layer(inputs, **kwargs)
+        after = [scope.get_current_value(v) for v, _ in mapping]
+    for (variable, _), old, new in zip(mapping, before, after, strict=True):
+        if new is not old:
+            variable.assign(new)
+    return outputs
 
 
 @keras.saving.register_keras_serializable(package="kfound")
@@ -182,14 +173,8 @@ class WeightNorm(keras.layers.Wrapper):
                 "Argument `layer` must be a layer with a kernel to normalize: "
                 f"{_SUPPORTED}. Received: layer={layer}"
             )
-        if not isinstance(data_init, bool):
-            raise TypeError(
-                f"Argument `data_init` must be a bool. Received: data_init={data_init!r}"
-            )
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
-            raise ValueError(
-                f"Argument `epsilon` must be a positive float. Received: epsilon={epsilon!r}"
-            )
+        data_init = checks.boolean("data_init", data_init)
+        epsilon = checks.positive_number("epsilon", epsilon)
         kwargs.setdefault("dtype", layer.dtype_policy)
         # The wrapper reads its float32 weights itself and casts the kernel once.
         super().__init__(layer, autocast=False, **kwargs)
@@ -231,12 +216,10 @@ class WeightNorm(keras.layers.Wrapper):
                 initializer=self._norm_initializer(v, reduce_axes),
                 autocast=False,
             )
-            normalized.append(_NormalizedKernel(_attribute_holding(owner, v), v, g, reduce_axes,
-                                                g_shape))
+            normalized.append(_NormalizedKernel(v, g, reduce_axes, g_shape))
         bias = getattr(owner, "bias", None)
-        bias_attribute = None if bias is None else _attribute_holding(owner, bias)
         # A plain object: Keras's tracker must not adopt the wrapped layer's variables.
-        self._plan = _Plan(input_shape, owner, normalized, bias_attribute, bias)
+        self._plan = _Plan(input_shape, owner, normalized, bias)
         if self.data_init:
             self.g_offset = self._add_offset("g_offset", normalized[0].g.shape)
             if bias is not None:
@@ -335,28 +318,26 @@ class WeightNorm(keras.layers.Wrapper):
     def _linear_call(self, inputs, kernel):
         """The wrapped layer's output with `kernel`, no bias and no activation."""
         layer = self.layer
-        replacements = [
-            (layer, self._plan.kernels[0].attribute, ops.cast(kernel, layer.compute_dtype)),
-            (layer, "activation", keras.activations.linear),
-        ]
+        values = {id(self._plan.kernels[0].v): kernel}
         if self._plan.bias is not None:
-            zeros = ops.zeros(self._plan.bias.shape, layer.compute_dtype)
-            replacements.append((layer, self._plan.bias_attribute, zeros))
-        with _Substitution(replacements):
-            return layer(inputs)
+            values[id(self._plan.bias)] = ops.zeros(self._plan.bias.shape, "float32")
+        # `activation` is a public attribute of every supported non-recurrent layer.
+        activation = layer.activation
+        layer.activation = keras.activations.linear
+        try:
+            return _call_with_values(layer, values, inputs)
+        finally:
+            layer.activation = activation
 
     def call(self, inputs, training=None):
         g_offset, bias_offset = self._offsets(inputs, training)
         kernels, bias = self._kernels_and_bias(g_offset, bias_offset)
-        owner, dtype = self._plan.owner, self.layer.compute_dtype
-        replacements = [
-            (owner, spec.attribute, ops.cast(kernel, dtype))
-            for spec, kernel in zip(self._plan.kernels, kernels, strict=True)
-        ]
+        values = {
+            id(spec.v): kernel for spec, kernel in zip(self._plan.kernels, kernels, strict=True)
+        }
         if bias_offset is not None:
-            replacements.append((owner, self._plan.bias_attribute, ops.cast(bias, dtype)))
-        with _Substitution(replacements):
-            return self.layer(inputs, training=training)
+            values[id(self._plan.bias)] = bias
+        return _call_with_values(self.layer, values, inputs, training=training)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

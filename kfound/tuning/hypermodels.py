@@ -13,14 +13,13 @@ TensorFlow, so an `mlp` or `cnn` search runs under JAX or torch without it.
 """
 
 import importlib
-import math
 
 import keras
 import keras_tuner as kt
 
 from kfound import distribution
 from kfound.initializers import SparseInitializer
-from kfound.layers import LRN, GroupNorm, WeightNorm
+from kfound.layers import normalization_block
 from kfound.tuning import rules
 
 SPARSE_CONNECTIONS = 15  # Martens (2010), capped by the fan-in
@@ -156,22 +155,14 @@ class ClassifierHyperModel(SpaceHyperModel):
     def block(self, layer, x, values):
         """`layer` (a Dense or Conv2D), then normalization, activation and dropout.
 
-        Normalizations: `none`; `batch` (Keras's BatchNormalization); `group` (kfound's
-        GroupNorm with `gcd(32, channels)` groups); `lrn` (kfound's LRN across channels,
-        AlexNet's constants); `weight` (kfound's WeightNorm around `layer`, with its
-        data-dependent initialization).
+        The layers, their order and the bias are `kfound.layers.normalization_block`'s
+        (the papers' placements: LRN after the activation, no bias before BatchNorm or
+        GroupNorm, `group_count(channels, 32)` groups).
         """
-        if values["normalization"] == "weight":
-            layer = WeightNorm(layer)
-        x = layer(x)
-        channels = x.shape[-1]
-        if values["normalization"] == "batch":
-            x = keras.layers.BatchNormalization()(x)
-        elif values["normalization"] == "group":
-            x = GroupNorm(groups=math.gcd(GROUPS, channels))(x)
-        elif values["normalization"] == "lrn":
-            x = LRN()(x)
-        x = keras.layers.Activation(values["activation"])(x)
+        for block_layer in normalization_block(
+            values["normalization"], layer, values["activation"], groups=GROUPS
+        ):
+            x = block_layer(x)
         if values["dropout"] > 0:
             x = keras.layers.Dropout(values["dropout"])(x)
         return x

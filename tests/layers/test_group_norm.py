@@ -1,5 +1,7 @@
 """Tests for kfound.layers.GroupNorm and kfound.layers.replace_batchnorm."""
 
+import types
+
 import keras
 import numpy as np
 import pytest
@@ -20,10 +22,37 @@ def group_norm_reference(layer, x):
     variance = grouped.var(axis=axes, keepdims=True)
     out = ((grouped - mean) / np.sqrt(variance + layer.epsilon)).reshape(x.shape)
     if layer.scale:
-        out = out * keras.ops.convert_to_numpy(layer.gamma)
+        out = out * np.asarray(keras.ops.convert_to_numpy(layer.gamma))
     if layer.center:
-        out = out + keras.ops.convert_to_numpy(layer.beta)
+        out = out + np.asarray(keras.ops.convert_to_numpy(layer.beta))
     return np.moveaxis(out, -1, layer.axis)
+
+
+def one_pass_error(layer, x):
+    """A float32 rounding bound on Keras's GroupNormalization where it is less exact.
+
+    Keras's torch backend computes `ops.moments` in one pass, `E[x^2] - E[x]^2`, in float32;
+    its other backends use the deviations from the mean. For a group of `n` values the
+    one-pass variance is off by about `(2 + log2 n) * u * E[x^2]` (unit roundoff `u`, a
+    pairwise sum), which the cancellation makes large against the variance when the mean
+    is large: the output `gamma * (x - mean) / sqrt(var + eps)` is then off by half that
+    relative error of the variance. Zero on the backends whose moments are two-pass.
+    """
+    if BACKEND != "torch":
+        return np.zeros(x.shape)
+    x = np.moveaxis(np.asarray(x, "float64"), layer.axis, -1)
+    channels = x.shape[-1]
+    grouped = x.reshape(x.shape[:-1] + (layer.groups, channels // layer.groups))
+    axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
+    n = np.prod([grouped.shape[a] for a in axes])
+    unit_roundoff = np.finfo("float32").eps / 2
+    variance = grouped.var(axis=axes, keepdims=True) + layer.epsilon
+    error = (2 + np.log2(n)) * unit_roundoff * np.mean(grouped**2, axis=axes, keepdims=True)
+    normalized = np.abs(grouped - grouped.mean(axis=axes, keepdims=True)) / np.sqrt(variance)
+    bound = (0.5 * error / variance * normalized).reshape(x.shape)
+    if layer.scale:
+        bound = bound * np.abs(keras.ops.convert_to_numpy(layer.gamma))
+    return np.moveaxis(bound, -1, layer.axis)
 
 
 def random_weights(layer, seed):
@@ -114,10 +143,42 @@ def test_matches_keras_group_normalization(kwargs, input_shape):
     assert ours.get_config() | {"name": None} == theirs.get_config() | {"name": None}
     out, grads = value_and_gradients(ours, x, weights)
     expected, expected_grads = value_and_gradients(theirs, x, weights)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-5)
+    # Against the exact (float64) result: the two-pass float32 statistics are accurate.
+    np.testing.assert_allclose(out, group_norm_reference(ours, x), rtol=1e-5, atol=2e-5)
+    np.testing.assert_array_less(
+        np.abs(out - expected), 2e-5 + 1e-5 * np.abs(expected) + one_pass_error(ours, x)
+    )
     assert len(grads) == len(expected_grads)
-    for grad, expected_grad in zip(grads, expected_grads, strict=True):
-        np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-4)
+    # The input gradient against float64 central differences of the NumPy reference.
+    np.testing.assert_allclose(grads[0], numerical_input_gradient(ours, x, weights),
+                               rtol=1e-4, atol=1e-4)
+    for index, (grad, expected_grad) in enumerate(zip(grads, expected_grads, strict=True)):
+        # Keras's torch input gradient strays from the exact one where a group holds two
+        # values (axis -1, groups of 2 channels): ours is checked against the exact one.
+        if BACKEND != "torch" or index > 0:
+            np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+def numerical_input_gradient(layer, x, weights, step=1e-6):
+    """d sum(reference(x) * weights) / dx by float64 central differences."""
+    x = np.array(x, "float64")
+    flat, grad = x.reshape(-1), np.empty(x.size)
+    # The layer's settings and weights as NumPy values, read once.
+    layer = types.SimpleNamespace(
+        axis=layer.axis, groups=layer.groups, epsilon=layer.epsilon, scale=layer.scale,
+        center=layer.center,
+        gamma=keras.ops.convert_to_numpy(layer.gamma) if layer.scale else None,
+        beta=keras.ops.convert_to_numpy(layer.beta) if layer.center else None,
+    )
+    for i in range(x.size):
+        original = flat[i]
+        flat[i] = original + step
+        plus = np.sum(group_norm_reference(layer, x) * weights)
+        flat[i] = original - step
+        minus = np.sum(group_norm_reference(layer, x) * weights)
+        flat[i] = original
+        grad[i] = (plus - minus) / (2 * step)
+    return grad.reshape(x.shape)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -182,8 +243,8 @@ def test_output_of_an_example_does_not_depend_on_its_batch():
         ({"groups": 0}, ValueError, r"`groups`.*Received: groups=0$"),
         ({"groups": -2}, ValueError, r"Received: groups=-2$"),
         ({"groups": 2.0}, ValueError, r"Received: groups=2\.0$"),
-        ({"axis": [1, 2]}, TypeError, r"`axis` must be an integer\. Received: axis=\[1, 2\]$"),
-        ({"axis": True}, TypeError, r"Received: axis=True$"),
+        ({"axis": [1, 2]}, ValueError, r"`axis` must be an integer\. Received: axis=\[1, 2\]$"),
+        ({"axis": True}, ValueError, r"Received: axis=True$"),
         ({"epsilon": -1e-3}, ValueError, r"`epsilon`.*non-negative.*Received: epsilon=-0\.001$"),
         ({"epsilon": "small"}, ValueError, r"Received: epsilon='small'$"),
     ],
@@ -199,7 +260,8 @@ def test_constructor_errors(kwargs, error, match):
         ({"groups": 3}, (2, 4, 8), r"must divide the 8 channels of axis -1.*Received: groups=3$"),
         ({"groups": 16}, (2, 4, 8), r"must divide the 8 channels.*Received: groups=16$"),
         ({"groups": 1}, (8,), r"rank >= 2.*Received: input_shape=\(8,\)$"),
-        ({"groups": 1, "axis": 3}, (2, 4, 8), r"rank 3\. Received: axis=3$"),
+        ({"groups": 1, "axis": 3}, (2, 4, 8),
+         r"in range for inputs of rank 3, in \[-3, 3\)\. Received: axis=3$"),
         ({"groups": 1, "axis": -4}, (2, 4, 8), r"Received: axis=-4$"),
         ({"groups": 1, "axis": 0}, (2, 8), r"not the batch axis 0\. Received: axis=0$"),
         ({"groups": 1}, (2, 4, None), r"known size\. Received: input_shape=\(2, 4, None\)$"),

@@ -1,3 +1,6 @@
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -192,6 +195,10 @@ def test_rejects_other_input_sizes_after_build():
         ({"padding": "causal"}, r"`padding` must be one of .* Received: padding='causal'$"),
         ({"padding": 1}, r"Received: padding=1$"),
         ({"data_format": "NHWC"}, r"`data_format` must be .* Received: data_format='NHWC'$"),
+        ({"implementation": 4}, r"`implementation` must be one of \(1, 2, 3\)\. "
+         r"Received: implementation=4$"),
+        ({"max_kernel_bytes": 0}, r"`max_kernel_bytes` must be a positive integer\. "
+         r"Received: max_kernel_bytes=0$"),
     ],
 )
 def test_constructor_errors(kwargs, match):
@@ -240,3 +247,90 @@ def test_build_errors(kwargs, input_shape, match):
 def test_rank_is_checked():
     with pytest.raises(ValueError, match="expected ndim=4"):
         LocallyConnected2D(2, 3)(np.zeros((1, 5, 5), "float32"))
+
+
+KERAS2 = os.path.join(os.path.dirname(__file__), "data", "keras2_locally_connected2d")
+
+
+def _keras2_cases():
+    """Configs as Keras 2 writes them, with its weights, inputs and outputs.
+
+    Recorded with the real Keras 2 layer (tf-keras 2.21) by
+    data/make_keras2_locally_connected2d.py.
+    """
+    with open(KERAS2 + ".json") as file:
+        records = json.load(file)
+    arrays = np.load(KERAS2 + ".npz")
+    for n, record in enumerate(records):
+        weights = [arrays[f"w{n}_{k}"] for k in range(2)]
+        yield record["config"], record["input_shape"], weights, arrays[f"x{n}"], arrays[f"y{n}"]
+
+
+KERAS2_CASES = list(_keras2_cases())
+
+
+@pytest.mark.parametrize(
+    "config, input_shape, weights, x, expected",
+    KERAS2_CASES,
+    ids=[
+        f"implementation={c['implementation']}-{c['padding']}-{c['data_format']}"
+        f"-kernel={c['kernel_size']}"
+        for c, *_ in KERAS2_CASES
+    ],
+)
+def test_keras2_configs_and_weights_reproduce_keras2(config, input_shape, weights, x, expected):
+    layer = LocallyConnected2D.from_config(config)
+    layer.build(input_shape)
+    odd_same = config["padding"] == "same" and config["kernel_size"] == [2, 2]
+    if odd_same:
+        # Keras 2 put this window one row and column before the centre; Conv2D (and this
+        # layer) after it: no weight layout of this layer computes Keras 2's function.
+        with pytest.raises(ValueError, match=r"Keras 2 centred its padding='same' windows.*"
+                           r"Received: kernel_size=\(2, 2\)"):
+            layer.set_weights(weights)
+        return
+    layer.set_weights(weights)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-5)
+    assert layer.get_config()["implementation"] == config["implementation"]
+    # Its own layout is accepted too, and the config round-trips.
+    again = LocallyConnected2D.from_config(layer.get_config())
+    again.build(input_shape)
+    again.set_weights(layer.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), expected, atol=1e-5)
+
+
+def test_keras2_model_config_loads():
+    config, input_shape, weights, x, expected = KERAS2_CASES[0]
+    model = keras.Sequential.from_config({
+        "name": "sequential",
+        "layers": [
+            {"class_name": "InputLayer", "config": {"batch_input_shape": [None, *input_shape[1:]],
+                                                    "dtype": "float32", "name": "input_1"}},
+            {"class_name": "kfound>LocallyConnected2D", "config": config},
+        ],
+    })
+    model.layers[0].set_weights(weights)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), expected, atol=1e-5)
+
+
+def test_keras2_kernel_of_the_wrong_shape_is_refused():
+    config, input_shape, weights, _, _ = KERAS2_CASES[1]
+    layer = LocallyConnected2D.from_config(config)
+    layer.build(input_shape)
+    with pytest.raises(ValueError, match=r"implementation=2 layout, \(6, 7, 2, 4, 3, 3\)\. "
+                       r"Received: weights\[0\]\.shape=\(3, 3\)$"):
+        layer.set_weights([np.zeros((3, 3)), weights[1]])
+
+
+def test_a_kernel_above_the_limit_is_refused_before_allocating():
+    layer = LocallyConnected2D(64, 3)
+    with pytest.raises(ValueError, match=r"kernel of 8\.86 GiB for input_shape=\(None, 256, 256, "
+                       r"64\).*raise `max_kernel_bytes` to 9513271296 or more\. "
+                       r"Received: max_kernel_bytes=1073741824$"):
+        layer.build((None, 256, 256, 64))
+    assert not layer.weights
+    small = LocallyConnected2D(2, 3, max_kernel_bytes=4 * 9 * 2 * 9 * 2)
+    small.build((None, 5, 5, 2))
+    assert tuple(small.kernel.shape) == (9, 18, 2)
+    with pytest.raises(ValueError, match="max_kernel_bytes"):
+        LocallyConnected2D(2, 3, max_kernel_bytes=4 * 9 * 2 * 9 * 2 - 1).build((None, 5, 5, 2))

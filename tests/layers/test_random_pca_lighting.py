@@ -173,7 +173,8 @@ def test_fit_pca_lighting_shows_progress(photos, capsys):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"stddev": -0.1}, r"`stddev` must be a non-negative number\. Received: stddev=-0\.1$"),
+        ({"stddev": -0.1},
+         r"`stddev` must be a finite non-negative number\. Received: stddev=-0\.1$"),
         ({"stddev": "0.1"}, r"Received: stddev='0\.1'$"),
         ({"stddev": float("inf")}, r"Received: stddev=inf$"),
         ({"eigenvalues": [1.0, 2.0]}, r"`eigenvalues` must be .* shape \(3,\)\. "
@@ -186,7 +187,7 @@ def test_fit_pca_lighting_shows_progress(photos, capsys):
         ({"eigenvectors": "abc"}, r"Received: eigenvectors='abc'$"),
         ({"value_range": (255, 0)}, r"low < high\. Received: value_range=\(255, 0\)$"),
         ({"value_range": 255}, r"Received: value_range=255$"),
-        ({"seed": "1"}, r"`seed` must be an integer or None\. Received: seed='1'$"),
+        ({"seed": "1"}, r"`seed` must be an integer\. Received: seed='1'$"),
     ],
 )
 def test_constructor_errors(kwargs, match):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from layer_test_utils import run_layer_test
 
+from kfound.initializers import SparseInitializer
 from kfound.layers import WeightNorm
 
 BACKEND = keras.backend.backend()
@@ -349,12 +350,12 @@ def test_mirrored_strategy_training():
          r"`layer` must be a layer with a kernel.*Received: layer=<SeparableConv2D"),
         ({"layer": keras.layers.RNN(keras.layers.StackedRNNCells([keras.layers.LSTMCell(2)]))},
          ValueError, r"`layer` must be a layer with a kernel.*Received: layer=<RNN"),
-        ({"layer": keras.layers.Dense(2), "data_init": 1}, TypeError,
+        ({"layer": keras.layers.Dense(2), "data_init": 1}, ValueError,
          r"`data_init` must be a bool. Received: data_init=1$"),
         ({"layer": keras.layers.Dense(2), "epsilon": 0.0}, ValueError,
-         r"`epsilon` must be a positive float. Received: epsilon=0.0$"),
+         r"`epsilon` must be a finite positive number. Received: epsilon=0.0$"),
         ({"layer": keras.layers.Dense(2), "epsilon": "tiny"}, ValueError,
-         r"`epsilon` must be a positive float. Received: epsilon='tiny'$"),
+         r"`epsilon` must be a finite positive number. Received: epsilon='tiny'$"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -373,3 +374,23 @@ def test_lora_kernel_is_refused_at_build():
 def test_remove_needs_a_built_layer():
     with pytest.raises(ValueError, match=r"needs a built `WeightNorm`.*Received: layer=<Dense"):
         WeightNorm(keras.layers.Dense(2)).remove()
+
+
+def test_loads_a_model_saved_by_kfound_0_1_0():
+    # Saved under JAX by kfound 0.1.0, whose WeightNorm swapped the wrapped layer's private
+    # `_kernel` and whose SparseInitializer subclassed Keras's private RandomInitializer:
+    #   x = np.random.default_rng(0).standard_normal((8, 6, 6, 3)).astype("float32")
+    #   WeightNorm(Conv2D(4, 3, relu, kernel_initializer=SparseInitializer(5, seed=1)))
+    #   -> Flatten -> WeightNorm(Dense(3)); compile("sgd", "mse"); fit 2 epochs on zeros.
+    data = os.path.join(os.path.dirname(__file__), "data")
+    model = keras.saving.load_model(os.path.join(data, "weight_norm_sparse_kfound_0_1_0.keras"))
+    x = np.random.default_rng(0).standard_normal((8, 6, 6, 3)).astype("float32")
+    expected = np.load(os.path.join(data, "weight_norm_sparse_kfound_0_1_0_outputs.npy"))
+    np.testing.assert_allclose(_numpy(model(x)), expected, rtol=1e-5, atol=1e-5)
+    conv = model.layers[1]
+    assert isinstance(conv, WeightNorm) and float(_numpy(conv.initialized)) == 1.0
+    assert isinstance(conv.layer.kernel_initializer, SparseInitializer)
+    # Training goes on from the loaded state, without a second data-dependent init.
+    before = _numpy(conv.g_offset)
+    model.fit(x, np.zeros((8, 3), "float32"), epochs=1, verbose=0)
+    np.testing.assert_array_equal(_numpy(conv.g_offset), before)

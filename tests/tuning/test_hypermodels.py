@@ -93,7 +93,7 @@ def test_normalizations_and_the_sparse_initializer_use_kfound(model, normalizati
     norms = [la for la in built.layers if isinstance(la, layer)]
     assert len(norms) == 2
     if normalization == "group":
-        assert norms[0].groups == 4  # gcd(32, 12)
+        assert norms[0].groups == 12  # group_count(12, 32)
     # WeightNorm wraps the Dense or Conv2D layer; the kernel is the wrapped layer's.
     unwrapped = [la.layer if isinstance(la, WeightNorm) else la for la in built.layers]
     kernels = [la for la in unwrapped if isinstance(la, (keras.layers.Dense,
