@@ -30,9 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kfound import resume
+from kfound import checks, resume
 from kfound.backbones import freeze_batchnorm, unfreeze_index
-from kfound.data.bundled import check_positive_int
 from kfound.features import cached_features
 from kfound.layers.backbone_preprocessing import BackbonePreprocessing
 
@@ -231,8 +230,8 @@ def fit_head(
         and the metrics. A resumed run's history covers every epoch, those of the
         interrupted run included (as does `classifier.epoch_seconds`).
     """
-    check_positive_int("feature_eval_batch_size", feature_eval_batch_size)
-    check_positive_int("feature_batch_size", feature_batch_size)
+    checks.positive_int("feature_eval_batch_size", feature_eval_batch_size)
+    checks.positive_int("feature_batch_size", feature_batch_size)
     classifier.freeze_backbone()
     classifier.features_report = None
     if cache_features and not data.augmented:

@@ -6,6 +6,8 @@ run on any backend, with or without TensorFlow installed.
 
 import numpy as np
 
+from kfound import checks
+
 
 def load_digits(validation_fraction=0.25, images=True, seed=0):
     """scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes), split.
@@ -75,7 +77,7 @@ def embedded_digits(task, train_per_class=10, seed=0):
     if task not in ("source", "target"):
         raise ValueError(f"Argument `task` must be 'source' or 'target'. Received: task={task!r}")
     if task == "target":
-        check_positive_int("train_per_class", train_per_class)
+        checks.positive_int("train_per_class", train_per_class)
     (x_a, y_a), (x_b, y_b) = load_digits(validation_fraction=0.5, seed=seed)
     rng = np.random.default_rng(seed)
     if task == "source":
@@ -123,11 +125,3 @@ def digits_to_rgb(images, image_size):
     return keras.ops.convert_to_numpy(
         keras.ops.image.resize(rgb, (image_size, image_size), interpolation="bilinear")
     ).astype("float32")
-
-
-def check_positive_int(name, value):
-    """Raises `ValueError` unless `value` is a positive integer (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be a positive integer. Received: {name}={value!r}"
-        )

@@ -30,7 +30,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from kfound.data.bundled import check_positive_int, digits_to_rgb, embedded_digits
+from kfound import checks
+from kfound.data.bundled import digits_to_rgb, embedded_digits
 from kfound.data.image_files import AUTOTUNE, image_files_dataset, list_images
 from kfound.data.spec import parse_dataset
 
@@ -133,8 +134,8 @@ def load_image_data(
     >>> data.class_names, data.train_examples
     (['even', 'odd'], 20)
     """
-    check_positive_int("image_size", image_size)
-    check_positive_int("batch_size", batch_size)
+    checks.positive_int("image_size", image_size)
+    checks.positive_int("batch_size", batch_size)
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(
             "Argument `validation_fraction` must be in (0, 1). "
@@ -215,7 +216,7 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     >>> next(iter(data.train))[0].shape
     TensorShape([4, 16, 16, 3])
     """
-    check_positive_int("batch_size", batch_size)
+    checks.positive_int("batch_size", batch_size)
     if data.augmented:
         raise ValueError(
             "Argument `data` must not be augmented: `ImageData` does not keep its "
