@@ -420,8 +420,13 @@ def main(argv=None):
     output = runs.start_run(args)  # args.json, once every argument and the data are valid
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    placement = distribution.setup()
-    distribution.check_batch_size(args.batch_size, "--batch-size")
+    if keras.backend.backend() == "jax":
+        # keras.distribution.DataParallel needs every batch, each pass's last one included,
+        # to split evenly across the devices, which the image pipelines don't ensure yet:
+        # fine-tuning under JAX trains on one device (the search's trials do use them all).
+        placement = distribution.Distribution("none", 1)
+    else:
+        placement = distribution.setup()
     weights = resolve_weights(args, image_size, output)
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "
           f"validation images, {data.num_classes} classes, {data.skipped_files} files skipped")
