@@ -63,8 +63,8 @@ import time
 import keras
 import numpy as np
 
+from kfound import backbones, finetune, io_utils, runs, theory
 from kfound import data as kdata
-from kfound import finetune, io_utils, runs, theory
 
 STATES = ("head", "full", "scratch")
 IMAGE_SIZE = 16
@@ -85,22 +85,20 @@ Each state starts from a freshly built network: the pretrained backbone for `hea
 
 
 def train_state(state, data, weights, args):
-    backbone = finetune.build_backbone(
-        finetune.SMALL_BACKBONE, None if state == "scratch" else weights, IMAGE_SIZE)
-    classifier = finetune.Classifier(backbone, finetune.SMALL_BACKBONE, data.num_classes,
+    backbone = backbones.build_backbone(
+        backbones.SMALL_BACKBONE, None if state == "scratch" else weights, IMAGE_SIZE)
+    classifier = finetune.Classifier(backbone, backbones.SMALL_BACKBONE, data.num_classes,
                                      frozen_bn=state != "scratch")
+    options = finetune.TrainingOptions(learning_rate=args.learning_rate, verbose=0, log=_quiet)
     if state == "head":
-        finetune.fit_head(classifier, data, epochs=args.epochs,
-                          learning_rate=args.learning_rate, verbose=0, log=_quiet)
+        finetune.fit_head(classifier, data, epochs=args.epochs, options=options)
     elif state == "full":
         finetune.fit_full(classifier, data, epochs=args.epochs,
-                          fine_tune_epochs=args.fine_tune_epochs,
-                          learning_rate=args.learning_rate,
-                          fine_tune_learning_rate=args.learning_rate / 10,
-                          verbose=0, log=_quiet)
+                          fine_tune_epochs=args.fine_tune_epochs, options=options,
+                          fine_tune_learning_rate=args.learning_rate / 10)
     else:
         finetune.fit_scratch(classifier, data, epochs=args.epochs + args.fine_tune_epochs,
-                             learning_rate=args.learning_rate, verbose=0)
+                             options=options)
     return classifier.model
 
 
@@ -240,7 +238,7 @@ def main(argv=None):
     progress = keras.utils.Progbar(len(seeds) * len(sizes) * len(STATES), unit_name="run")
     for seed in seeds:
         cache = output / "pretrained" if args.smoke else runs.SAVED_MODELS + "/pretrained"
-        weights = finetune.pretrain_small_backbone(
+        weights = backbones.pretrain_small_backbone(
             cache, IMAGE_SIZE, epochs=1 if args.smoke else 15, seed=seed, log=_quiet)
         test = load(sizes[-1], seed).val
         labels = np.concatenate([y for _, y in test.as_numpy_iterator()])
@@ -276,7 +274,7 @@ def main(argv=None):
         "status": status,
         "verdict": verdict,
         "plot": "finetune_learning_curve.png",
-        "setup": {"backbone": f"{finetune.SMALL_BACKBONE}, {IMAGE_SIZE}x{IMAGE_SIZE}, "
+        "setup": {"backbone": f"{backbones.SMALL_BACKBONE}, {IMAGE_SIZE}x{IMAGE_SIZE}, "
                               "pretrained on the ten digits of half A",
                   "task": "even/odd on half B, nested training sets",
                   "test_examples": int(len(labels)), "seeds": seeds,
