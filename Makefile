@@ -19,10 +19,11 @@ $(STAMP): setup.cfg pyproject.toml
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# Every test under TensorFlow; under JAX and torch, what users of those backends run: the
-# layers, initializers, callbacks, fine-tuning, and the recipes' and search's smoke tests.
-BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data tests/recipes \
-	tests/tuning tests/test_features.py tests/test_finetune.py tests/test_import.py
+# Every test under TensorFlow; under JAX and torch, the layers, initializers, callbacks, the
+# dataset grammar, `import kfound`, and the search's tests. (The recipes', fine-tuning's and
+# the other tuning tests are not yet run under JAX and torch: see issue 12.)
+BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data/test_spec.py \
+	tests/test_import.py tests/tuning/test_search.py
 
 test: lint
 	$(TEST_ENV) KERAS_BACKEND=tensorflow $(PY) -m pytest -n $(PYTEST_WORKERS) tests
