@@ -18,6 +18,10 @@ The key hashes:
   the TFDS name, splits and version; the embedded task and its seed), and the image size;
 - Keras's version and backend, which may change the numbers in the last digits.
 
+For a folder dataset the pass reads the files themselves, decoding each once, and keeps
+their names, so that the corrupt ones are known (`ImageData.check_files`) without a
+checking pass of their own; an entry keeps the names too.
+
 An entry is an `.npz` file written atomically. One that can't be read, or whose stored
 key differs from its name's, is reported and computed again.
 """
@@ -44,17 +48,22 @@ def backbone_features(classifier, dataset, batch_size, examples=None, verbose=0)
 
     Args:
         classifier: a `kfound.finetune.Classifier`.
-        dataset: an unbatched `tf.data.Dataset` of `(image, label)`.
+        dataset: an unbatched `tf.data.Dataset` of `(image, label)`, or of
+            `(file, image, label)` (`ImageData.named_split`).
         batch_size: images per batch.
         examples: the number of examples, for the progress bar. Defaults to unknown.
         verbose: show a progress bar when truthy. Defaults to `0`.
 
     Returns:
-        `(features, labels)` as NumPy arrays, in the dataset's order.
+        `(features, labels, files)` as NumPy arrays, in the dataset's order; `files` (the
+        names, as `str`) is `None` for a dataset without them.
     """
     progress = keras.utils.Progbar(examples, unit_name="image") if verbose else None
-    features, labels, seen = [], [], 0
-    for images, batch_labels in dataset.batch(batch_size).prefetch(2):
+    features, labels, names, seen = [], [], [], 0
+    for batch in dataset.batch(batch_size).prefetch(2):
+        if len(batch) == 3:
+            names.extend(name.decode() for name in batch[0].numpy())
+        images, batch_labels = batch[-2:]
         images = keras.ops.convert_to_numpy(images)
         count = len(images)
         if count < batch_size:
@@ -68,10 +77,11 @@ def backbone_features(classifier, dataset, batch_size, examples=None, verbose=0)
             progress.update(seen)
     if progress is not None and seen != examples:  # a bar that reached its target is closed
         progress.update(seen, finalize=True)
+    files = np.asarray(names, dtype=str) if len(dataset.element_spec) == 3 else None
     if not features:
         width = classifier.features.output_shape[-1]
-        return np.zeros((0, width), "float32"), np.zeros((0,), "int32")
-    return np.concatenate(features), np.concatenate(labels)
+        return np.zeros((0, width), "float32"), np.zeros((0,), "int32"), files
+    return np.concatenate(features), np.concatenate(labels), files
 
 
 def cache_key(classifier, data):
@@ -126,51 +136,76 @@ def cached_features(classifier, data, cache_dir=None, batch_size=64, verbose=0,
     if cache_dir is not None:
         key, parts = cache_key(classifier, data)
         path = os.path.join(os.fspath(cache_dir), f"{classifier.backbone_name}-{key}.npz")
-        arrays = _load(path, parts, log)
+        arrays = _load(path, parts, data.folder is not None, log)
         if arrays is not None:
+            arrays, files = arrays[:4], arrays[4:]
+            if data.folder is not None:
+                data.check_files(readable=files)
             seconds = round(time.perf_counter() - start, 3)
             log(f"head: read the cached backbone features from {path}")
             return arrays, {"source": "cache", "seconds": seconds, "path": path}
     log(f"head: computing backbone features of {data.train_examples} training and "
         f"{data.val_examples} validation images (the backbone runs once, batches of "
         f"{batch_size})")
-    x, y = backbone_features(classifier, data.train_unshuffled, batch_size,
-                             data.train_examples, verbose)
-    x_val, y_val = backbone_features(classifier, data.val.unbatch(), batch_size,
-                                     data.val_examples, verbose)
+    train, val = _feature_sources(data)
+    x, y, files = backbone_features(classifier, train, batch_size, data.train_examples,
+                                    verbose)
+    x_val, y_val, val_files = backbone_features(classifier, val, batch_size,
+                                                data.val_examples, verbose)
     arrays = (x, y, x_val, y_val)
+    if data.folder is not None:
+        data.check_files(readable=(files, val_files))
     report = {"source": "computed", "seconds": None}
     if path is not None:
-        _save(path, arrays, parts)
+        _save(path, arrays, (files, val_files), parts)
         report["path"] = path
         log(f"head: cached the backbone features at {path}")
     report["seconds"] = round(time.perf_counter() - start, 3)
     return arrays, report
 
 
-def _load(path, parts, log):
+def _feature_sources(data):
+    """The unbatched datasets the feature pass reads: with file names for a folder.
+
+    A folder's images are decoded on the fly, not through the in-memory cache, unless
+    `check_files` has filled it already: nothing reads the images after this one pass in
+    the head state, so caching them would only hold memory.
+    """
+    if data.folder is None:
+        return data.train_unshuffled, data.val.unbatch()
+    return tuple(data.folder.cached[split] if split in data.folder.filled
+                 else data.named_split(split) for split in ("train", "val"))
+
+
+def _load(path, parts, named, log):
+    """The entry's `(x, y, x_val, y_val)`, then its file names if `named`; or `None`."""
     if not os.path.exists(path):
         return None
+    names = ("x", "y", "x_val", "y_val") + (("files", "val_files") if named else ())
     try:
         with np.load(path, allow_pickle=False) as entry:
             stored = json.loads(str(entry["key"]))
-            arrays = tuple(entry[name] for name in ("x", "y", "x_val", "y_val"))
+            arrays = tuple(entry[name] for name in names)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         log(f"head: the feature cache entry {path} is unreadable ({type(error).__name__}: "
             f"{str(error)[:200]}); computing the features again")
         return None
     expected = json.loads(json.dumps(parts, default=str))
-    if stored != expected or len(arrays[0]) != len(arrays[1]) or len(arrays[2]) != len(
-            arrays[3]):
+    lengths = {len(arrays[0]), len(arrays[1])}, {len(arrays[2]), len(arrays[3])}
+    if named:
+        lengths[0].add(len(arrays[4]))
+        lengths[1].add(len(arrays[5]))
+    if stored != expected or len(lengths[0]) > 1 or len(lengths[1]) > 1:
         log(f"head: the feature cache entry {path} is stale (it was made from other "
             "inputs); computing the features again")
         return None
     return arrays
 
 
-def _save(path, arrays, parts):
+def _save(path, arrays, files, parts):
     x, y, x_val, y_val = arrays
     key = json.dumps(parts, sort_keys=True, default=str)
+    named = {} if files[0] is None else {"files": files[0], "val_files": files[1]}
     with io_utils.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, x=x, y=y, x_val=x_val, y_val=y_val, key=np.asarray(key))
+            np.savez(f, x=x, y=y, x_val=x_val, y_val=y_val, key=np.asarray(key), **named)

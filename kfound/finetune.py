@@ -128,7 +128,8 @@ class Classifier:
         return index
 
 
-def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compile="auto"):
+def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compile="auto",
+                       steps_per_execution=1):
     """Compiles a classifier for integer labels: a fresh optimizer chosen by name.
 
     Args:
@@ -136,6 +137,8 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compi
         learning_rate: the optimizer's learning rate. Defaults to `1e-3`.
         optimizer: a Keras optimizer name (`"adam"`, `"sgd"`, ...). Defaults to `"adam"`.
         jit_compile: passed to `compile`. Defaults to `"auto"`.
+        steps_per_execution: passed to `compile` (Keras's torch backend takes only 1).
+            Defaults to `1`.
     """
     model.compile(
         optimizer=keras.optimizers.get(
@@ -144,6 +147,7 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compi
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -177,8 +181,13 @@ def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
     return resume.history_dict(checkpoint.history)
 
 
-def _epoch_pipeline(data):
-    """`data`'s training batches as a `resume.EpochPipeline`, or `data.train` if augmented."""
+def _epoch_pipeline(data, verbose=0):
+    """`data`'s training batches as a `resume.EpochPipeline`, or `data.train` if augmented.
+
+    A folder's files are checked first (`ImageData.check_files`), so that the epoch's
+    length counts only the images that decode.
+    """
+    data.check_files(verbose=verbose)
     if data.augmented:  # the augmentation layer is not kept, so it cannot be rebuilt
         return data.train
     return resume.EpochPipeline(
@@ -190,6 +199,7 @@ def _epoch_pipeline(data):
 def fit_head(
     classifier, data, *, epochs, options=TrainingOptions(), cache_features=True,
     feature_cache=None, feature_batch_size=64, backup_dir=None, feature_eval_batch_size=1024,
+    feature_steps_per_execution=32,
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -224,6 +234,13 @@ def fit_head(
             features (at least `data.batch_size`). A feature vector is small, so large
             batches cut the per-step cost that dominates a cached epoch; the result does
             not depend on it. Defaults to `1024`.
+        feature_steps_per_execution: the most training steps on cached features that one
+            call of the compiled train function runs (Keras's `steps_per_execution`), to
+            cut the per-step overhead that dominates training a small head. The largest
+            divisor of the steps per epoch up to this is used, so that every epoch keeps
+            its own batches and the result does not depend on it; batch-level callbacks
+            are called once per execution. Under torch, which runs one step per call,
+            it is ignored. Defaults to `32`.
 
     Returns:
         The training history, a dict of per-epoch lists: `"epoch"` (1-based), the losses
@@ -232,7 +249,9 @@ def fit_head(
     """
     checks.positive_int("feature_eval_batch_size", feature_eval_batch_size)
     checks.positive_int("feature_batch_size", feature_batch_size)
+    checks.positive_int("feature_steps_per_execution", feature_steps_per_execution)
     classifier.freeze_backbone()
+    steps_per_execution = 1
     classifier.features_report = None
     if cache_features and not data.augmented:
         (x, y, x_val, y_val), classifier.features_report = cached_features(
@@ -246,6 +265,10 @@ def fit_head(
         val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(
             max(data.batch_size, feature_eval_batch_size))
         model = classifier.head
+        if keras.backend.backend() != "torch":
+            steps_per_execution = max(
+                d for d in range(1, min(feature_steps_per_execution, train.steps) + 1)
+                if train.steps % d == 0)
     else:
         reason = (
             "augmentation changes the images every epoch, so their features differ each time"
@@ -253,9 +276,9 @@ def fit_head(
         )
         options.log(f"head: feature caching is off ({reason}); every epoch runs the frozen "
                     "backbone")
-        train, val, model = _epoch_pipeline(data), data.val, classifier.model
+        train, val, model = _epoch_pipeline(data, options.verbose), data.val, classifier.model
     compile_classifier(model, learning_rate=options.learning_rate, optimizer=options.optimizer,
-                       jit_compile=options.jit_compile)
+                       jit_compile=options.jit_compile, steps_per_execution=steps_per_execution)
     history = _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
     classifier.epoch_seconds = history.pop("seconds", [])
     return history
@@ -309,7 +332,7 @@ def fit_full(
     compile_classifier(classifier.model, learning_rate=fine_tune_learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
     phase2_dir = None if backup_dir is None else os.path.join(backup_dir, "phase2")
-    second = _fit(classifier.model, _epoch_pipeline(data), data.val,
+    second = _fit(classifier.model, _epoch_pipeline(data, options.verbose), data.val,
                   epochs=epochs + fine_tune_epochs, options=options, backup_dir=phase2_dir,
                   initial_epoch=epochs)
     classifier.epoch_seconds = first_seconds + second.pop("seconds", [])
@@ -364,8 +387,8 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
     classifier.backbone.trainable = True
     compile_classifier(classifier.model, learning_rate=options.learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
-    history = _fit(classifier.model, _epoch_pipeline(data), data.val, epochs=epochs,
-                   options=options, backup_dir=backup_dir)
+    history = _fit(classifier.model, _epoch_pipeline(data, options.verbose), data.val,
+                   epochs=epochs, options=options, backup_dir=backup_dir)
     classifier.epoch_seconds = history.pop("seconds", [])
     return history
 

@@ -308,6 +308,7 @@ def train_state(state, args, data, weights, folder, settings, placement):
         "examples_per_second": round(data.train_examples * epochs_run / seconds, 1),
         "trainable_params": finetune.trainable_params(classifier.model),
         "skipped_files": data.skipped_files,
+        "corrupt_files": data.corrupt_files,
         "image_size": data.image_size,
         "features": classifier.features_report,
         "distribution": placement.record(),
@@ -335,6 +336,7 @@ CSV lists files; without, the validation set is labelled and its accuracy report
 def predict_state(args, folder, model_path, data_loader, on_ready=lambda: None):
     """Labels images; calls `on_ready()` once the model is loaded, before writing anything."""
     from kfound import io_utils, prediction
+    from kfound.data import image_candidates
 
     start = time.perf_counter()
     if model_path is not None:
@@ -355,7 +357,8 @@ def predict_state(args, folder, model_path, data_loader, on_ready=lambda: None):
     if args.images is not None:
         rows, skipped = prediction.predict_files(model, args.images, class_names, decode,
                                                args.batch_size)
-        examples = len(rows)
+        examples, labelled = len(rows), {file for file, _, _ in rows}
+        corrupt = [f for f in image_candidates(args.images)[0] if f not in labelled]
     else:
         data = data_loader(model.input_shape[1])
         labels, best, index = prediction.predict(model, data.val, class_names)
@@ -363,7 +366,7 @@ def predict_state(args, folder, model_path, data_loader, on_ready=lambda: None):
         accuracy = float(sum(int(i == t) for i, t in zip(index, truth, strict=True)) / len(truth))
         rows = [(f"{args.dataset}:val/{i:05d}", label, p)
                 for i, (label, p) in enumerate(zip(labels, best.tolist(), strict=True))]
-        skipped, examples = data.skipped_files, len(rows)
+        skipped, examples, corrupt = data.skipped_files, len(rows), data.corrupt_files
     seconds = time.perf_counter() - start
     prediction.write_predictions_csv(os.path.join(folder, "predictions.csv"), rows)
     metrics = {
@@ -373,7 +376,7 @@ def predict_state(args, folder, model_path, data_loader, on_ready=lambda: None):
         "val_loss": None, "epochs": 0, "train_seconds": 0.0,
         "predict_seconds": round(seconds, 3),
         "examples_per_second": round(examples / seconds, 1), "trainable_params": 0,
-        "skipped_files": skipped,
+        "skipped_files": skipped, "corrupt_files": corrupt,
     }
     io_utils.write_json(os.path.join(folder, "metrics.json"), metrics)
     print(f"predict: labelled {examples} images in {seconds:.1f}s -> "
@@ -417,6 +420,11 @@ def main(argv=None):
 
     check_backbone(args, image_size)  # name, --alpha, --image-size, --weights, --unfreeze-from
     data = load(image_size)
+    if args.state != "head" or args.augment or args.no_cache_features:
+        # These runs train on the images: the pass that checks every file decodes each
+        # once into the in-memory cache (when they fit), which the first epoch then reads.
+        # The head state's one pass over the images is the backbone features' own.
+        data.check_files(verbose=not args.smoke)
     output = runs.start_run(args)  # args.json, once every argument and the data are valid
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -428,8 +436,10 @@ def main(argv=None):
     else:
         placement = distribution.setup()
     weights = resolve_weights(args, image_size, output)
+    checked = "" if data.files_checked else " (corrupt files are dropped as they are decoded)"
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "
-          f"validation images, {data.num_classes} classes, {data.skipped_files} files skipped")
+          f"validation images, {data.num_classes} classes, {data.skipped_files} files "
+          f"skipped{checked}")
     if args.state != "all":
         return train_state(args.state, args, data, weights, str(output), settings, placement)[0]
 

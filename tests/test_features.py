@@ -97,3 +97,24 @@ def test_the_same_backbone_built_twice_shares_its_entry():
     first, second = small_classifier(loaded), small_classifier(loaded)
     second.backbone.set_weights(first.backbone.get_weights())
     assert features.cache_key(first, loaded)[0] == features.cache_key(second, loaded)[0]
+
+
+def test_a_folder_is_decoded_once_by_the_feature_pass_which_names_its_corrupt_files(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=4, size=24)
+    loaded = data.load_image_data(f"folder:{root}", 16, batch_size=4)
+    classifier = small_classifier(loaded)
+    (x, y, x_val, y_val), report, _ = _features(classifier, loaded, tmp_path / "cache")
+    assert report["source"] == "computed" and loaded.files_checked
+    assert [os.path.basename(f) for f in loaded.corrupt_files] == ["broken.jpg"]
+    assert loaded.folder.filled == set()  # the pass cached no image: none is read again
+    assert (len(x), len(x_val)) == (loaded.train_examples, loaded.val_examples) == (
+        len(y), len(y_val))
+    labels = dict(zip(loaded.folder.train_files, loaded.folder.train_labels, strict=True))
+    survivors = [f for f in loaded.folder.train_files if f not in loaded.corrupt_files]
+    np.testing.assert_array_equal(y, [labels[f] for f in survivors])  # from the file list
+    # A rerun reads the entry, and with it which files were corrupt.
+    reloaded = data.load_image_data(f"folder:{root}", 16, batch_size=4)
+    cached, report, _ = _features(classifier, reloaded, tmp_path / "cache")
+    assert report["source"] == "cache" and reloaded.corrupt_files == loaded.corrupt_files
+    assert (reloaded.train_examples, reloaded.val_examples) == (len(x), len(x_val))
+    np.testing.assert_array_equal(cached[0], x)

@@ -31,6 +31,21 @@ def test_head_on_cached_features_matches_the_full_model():
     assert finetune.trainable_params(classifier.model) == 64 * 2 + 2  # even, odd
 
 
+def test_steps_per_execution_on_cached_features_changes_no_result():
+    loaded = data.load_image_data("embedded", 8, batch_size=2, train_per_class=7)
+    results = []
+    for steps_per_execution in (1, 32):  # 7 steps an epoch: 32 runs them as one
+        keras.utils.set_random_seed(0)
+        classifier = small_classifier(loaded)
+        history = finetune.fit_head(classifier, loaded, epochs=3, options=_quiet(),
+                                    feature_steps_per_execution=steps_per_execution)
+        results.append((history, [w.numpy() for w in classifier.head.weights]))
+    (history, weights), (fused_history, fused_weights) = results
+    assert history == fused_history
+    for a, b in zip(weights, fused_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_feature_eval_batch_size_must_be_a_positive_integer():
     loaded = embedded_data(image_size=8)
     for value in (0, 2.5, True):

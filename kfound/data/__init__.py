@@ -26,10 +26,9 @@ _PIPELINES = {
     "rebatch": "image_data",
     "make_training_pipeline": "image_data",
     "balance_classes": "image_data",
-    "list_images": "image_files",
     "image_candidates": "image_files",
-    "image_files_dataset": "image_files",
     "named_image_files_dataset": "image_files",
+    "labelled_image_files_dataset": "image_files",
 }
 
 

@@ -15,8 +15,10 @@ Dataset specifications (`load_image_data(spec, ...)`):
   otherwise the validation set is carved from `train` with TFDS split syntax
   (`train[:80%]` / `train[80%:]`).
 - `"folder:PATH"`: one sub-folder per class (the `image_dataset_from_directory`
-  convention), or `PATH/train` and `PATH/val` each laid out that way. Corrupt and
-  non-image files are skipped and counted in `ImageData.skipped_files`.
+  convention), or `PATH/train` and `PATH/val` each laid out that way. Files without an
+  image extension are skipped when listed; the others are decoded once, where the pipeline
+  first needs them, and a corrupt one is dropped there (`ImageData.check_files` records it
+  by name in `ImageData.corrupt_files`). Labels come from the file list.
 - `"embedded"`: the target task of the offline demo, the parity ("even"/"odd") of half
   of scikit-learn's handwritten digits, with a small labelled training set (see
   `embedded_digits`).
@@ -27,12 +29,13 @@ import hashlib
 import os
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from kfound import checks
 from kfound.data.bundled import digits_to_rgb, embedded_digits
-from kfound.data.image_files import AUTOTUNE, image_files_dataset, list_images
+from kfound.data.image_files import AUTOTUNE, image_candidates, labelled_image_files_dataset
 from kfound.data.spec import parse_dataset
 
 KINDS = ("embedded", "tfds:NAME", "folder:PATH")
@@ -49,7 +52,8 @@ class ImageData:
         class_names: the class names, indexed by label.
         train_examples: the number of training images.
         val_examples: the number of validation images.
-        skipped_files: corrupt or non-image files left out (folder datasets), else 0.
+        skipped_files: files left out of a folder dataset (non-image ones, and corrupt ones
+            once `files_checked`), else 0.
         image_size: the side of the square images.
         spec: the dataset specification it was loaded from.
         train_unshuffled: the unbatched training `(image, label)` pairs in a fixed order,
@@ -62,6 +66,12 @@ class ImageData:
             from them (`kfound.features`): the dataset, its split, its seed, and for a
             folder a hash of its file list with sizes and modification times; for TFDS the
             dataset's version.
+        corrupt_files: the image files of a folder dataset that could not be decoded, by
+            name; complete once `files_checked`.
+        files_checked: whether every image file has been decoded once, so that the
+            counts and `corrupt_files` are exact. Always `True` but for a folder dataset
+            before its first full pass (see `check_files`).
+        folder: for a folder dataset, its `FolderListing`; else `None`.
     """
 
     train: tf.data.Dataset
@@ -78,10 +88,147 @@ class ImageData:
     augmented: bool
     seed: int
     fingerprint: dict
+    corrupt_files: list = dataclasses.field(default_factory=list)
+    files_checked: bool = True
+    folder: "FolderListing | None" = None
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def named_split(self, split):
+        """A folder dataset's `(file, image, label)` pairs of `split`, decoded as they go.
+
+        Not cached: a single pass (the backbone features, say) decodes each file once and
+        keeps nothing, and its file names tell `check_files` which files survived.
+
+        Args:
+            split: `"train"` or `"val"`.
+
+        Returns:
+            An unbatched `tf.data.Dataset`, in the listing's order; `None` for a dataset
+            that is not a folder.
+        """
+        if self.folder is None:
+            return None
+        files, labels = self.folder.split(split)
+        return labelled_image_files_dataset(files, labels, self.image_size)
+
+    def check_files(self, readable=None, verbose=0):
+        """Makes the counts exact: drops the corrupt files of a folder dataset, by name.
+
+        Nothing is decoded up front when the data is loaded. The first full pass over the
+        images decodes each file once, and either that pass names the files it decoded
+        (`readable`; the backbone features do) or this method makes that pass itself,
+        through the in-memory cache, which it fills when the images fit in it. Then:
+        `corrupt_files` names the files that could not be decoded, `train_examples`,
+        `val_examples` and `skipped_files` count what is left, and `train` is rebuilt to
+        the exact count. A class with no readable image is an error, and one with fewer
+        validation images than the `min_val_per_class` given to `load_image_data` a
+        warning. Does nothing once `files_checked`.
+
+        Args:
+            readable: `(train_files, val_files)`, the files a full pass decoded; `None` to
+                make the pass here. Defaults to `None`.
+            verbose: show a progress bar over the files when truthy. Defaults to `0`.
+
+        Returns:
+            `self`, checked.
+        """
+        if self.files_checked:
+            return self
+        if readable is None:
+            readable = [self._decoded_names(split, verbose) for split in ("train", "val")]
+        listing = self.folder
+        train_files, val_files = (set(map(str, names)) for names in readable)
+        corrupt = [f for f in listing.train_files if f not in train_files]
+        corrupt += [f for f in listing.val_files if f not in val_files]
+        labels = np.concatenate([
+            [y for f, y in zip(listing.train_files, listing.train_labels, strict=True)
+             if f in train_files],
+            [y for f, y in zip(listing.val_files, listing.val_labels, strict=True)
+             if f in val_files],
+        ]).astype("int32")
+        skipped = listing.others + len(corrupt)
+        _check_classes(self.class_names, labels, skipped, listing.path)
+        n_train = len(labels) - sum(f in val_files for f in listing.val_files)
+        val_labels = labels[n_train:]
+        if not n_train or not len(val_labels):
+            raise ValueError(
+                "Argument `dataset` must hold readable images for training and validation; "
+                f"found {n_train} and {len(val_labels)} ({skipped} files skipped). "
+                f"Received: dataset='folder:{listing.path}'"
+            )
+        minimum = listing.min_val_per_class
+        few = {name: int(np.sum(val_labels == i)) for i, name in enumerate(self.class_names)}
+        few = {name: n for name, n in few.items() if minimum is not None and n < minimum}
+        if few:
+            warnings.warn(
+                f"dataset 'folder:{listing.path}': classes with fewer than {minimum} "
+                f"validation images (min_val_per_class), whose accuracy says little: {few}",
+                stacklevel=2)
+        self.corrupt_files = corrupt
+        self.skipped_files = skipped
+        self.train_examples, self.val_examples = int(n_train), int(len(val_labels))
+        self.files_checked = True
+        self.train = make_training_pipeline(
+            self.train_unshuffled, self.num_classes, self.train_examples, self.batch_size,
+            balance=self.balance, augment=listing.augment, seed=self.seed,
+            shuffle_buffer=listing.shuffle_buffer,
+        )
+        return self
+
+    def _decoded_names(self, split, verbose):
+        """The names of `split`'s decodable files, from one pass through its cache."""
+        dataset = self.folder.cached[split]
+        total = len(self.folder.split(split)[0])
+        progress = keras.utils.Progbar(total, unit_name="image") if verbose else None
+        names = []
+        for batch in dataset.map(lambda f, x, y: f).batch(256).as_numpy_iterator():
+            names.extend(name.decode() for name in batch)
+            if progress is not None:
+                progress.update(len(names))
+        if progress is not None and len(names) != total:
+            progress.update(len(names), finalize=True)
+        self.folder.filled.add(split)
+        return names
+
+
+@dataclasses.dataclass
+class FolderListing:
+    """The files of a folder dataset, listed without reading them, and their labels.
+
+    Attributes:
+        path: the dataset's folder.
+        train_files, val_files: the image files of each split, in order.
+        train_labels, val_labels: their int32 class indices, from their sub-folders.
+        others: the files left out for their extension.
+        min_val_per_class: see `load_image_data`.
+        augment: the training pipeline's augmentation layer, or `None`.
+        shuffle_buffer: the training pipeline's shuffle buffer.
+        cached: `{"train": ds, "val": ds}`, the `(file, image, label)` datasets the
+            training and validation pipelines read, cached in memory when they fit.
+        filled: the splits whose whole `cached` dataset has been read once (by
+            `ImageData.check_files`), so that a cache there is full.
+    """
+
+    path: str
+    train_files: list
+    train_labels: np.ndarray
+    val_files: list
+    val_labels: np.ndarray
+    others: int
+    min_val_per_class: "int | None" = None
+    augment: object = None
+    shuffle_buffer: "int | None" = None
+    cached: dict = dataclasses.field(default_factory=dict)
+    filled: set = dataclasses.field(default_factory=set)
+
+    def split(self, split):
+        """`(files, labels)` of `"train"` or `"val"`."""
+        if split == "train":
+            return self.train_files, self.train_labels
+        return self.val_files, self.val_labels
 
 
 def load_image_data(
@@ -156,9 +303,10 @@ def load_image_data(
         )
         skipped = 0
     else:
-        train, val, class_names, counts, skipped, fingerprint = _from_folder(
-            spec.target, image_size, validation_fraction, seed, min_val_per_class
-        )
+        folder, class_names, fingerprint = _from_folder(
+            spec.target, validation_fraction, seed, min_val_per_class)
+        folder.augment, folder.shuffle_buffer = augment, shuffle_buffer
+        counts, skipped = (len(folder.train_files), len(folder.val_files)), folder.others
     fingerprint = {"dataset": str(spec), **fingerprint}
     if len(class_names) < 2:
         raise ValueError(
@@ -166,8 +314,18 @@ def load_image_data(
             f"{len(class_names)} ({class_names}). Received: dataset={str(spec)!r}"
         )
     fits = lambda n: n * image_size * image_size * 3 * 4 <= cache_bytes  # noqa: E731
-    train = train.cache() if fits(counts[0]) else train
-    val = val.cache() if fits(counts[1]) else val
+    if spec.kind == "folder:PATH":
+        # The file names travel through the cache, so that a pass over it (check_files)
+        # learns which files survived while it fills it.
+        for split, count in zip(("train", "val"), counts, strict=True):
+            named = labelled_image_files_dataset(*folder.split(split), image_size)
+            folder.cached[split] = named.cache() if fits(count) else named
+        drop_name = lambda f, x, y: (x, y)  # noqa: E731
+        train, val = (folder.cached[split].map(drop_name) for split in ("train", "val"))
+    else:
+        folder = None
+        train = train.cache() if fits(counts[0]) else train
+        val = val.cache() if fits(counts[1]) else val
     pipeline = make_training_pipeline(
         train, len(class_names), counts[0], batch_size, balance=balance, augment=augment,
         seed=seed, shuffle_buffer=shuffle_buffer,
@@ -189,6 +347,8 @@ def load_image_data(
         image_size=int(image_size),
         spec=str(spec),
         fingerprint=fingerprint,
+        files_checked=folder is None,
+        folder=folder,
     )
 
 
@@ -217,6 +377,7 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     TensorShape([4, 16, 16, 3])
     """
     checks.positive_int("batch_size", batch_size)
+    data.check_files()
     if data.augmented:
         raise ValueError(
             "Argument `data` must not be augmented: `ImageData` does not keep its "
@@ -322,7 +483,17 @@ def _from_tfds(name, image_size, validation_fraction, data_dir):
         train_split, val_split = f"train[:{cut}%]", f"train[{cut}%:]"
     loaded = []
     for split in (train_split, val_split):
-        ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir)
+        try:
+            ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir)
+        except OSError as error:  # requests' ConnectionError, among others
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            raise ValueError(
+                f"Argument `dataset` names the TFDS dataset {name!r}, which is not prepared "
+                f"in {builder.data_dir!r} and could not be downloaded ({reason}). Preparing "
+                "it needs the internet once; offline, point TFDS_DATA_DIR (or `data_dir`) "
+                "at a folder that holds a prepared copy, or use folder:PATH. "
+                f"Received: dataset='tfds:{name}'"
+            ) from None
         loaded.append(
             ds.map(
                 lambda x, y: (
@@ -345,7 +516,8 @@ def _count(dataset):
     return int(dataset.reduce(0, lambda count, _: count + 1))
 
 
-def _from_folder(path, image_size, validation_fraction, seed, min_val_per_class=None):
+def _from_folder(path, validation_fraction, seed, min_val_per_class=None):
+    """Lists a folder dataset's files and labels, reading none of them."""
     if not os.path.isdir(path):
         raise ValueError(
             f"Argument `dataset` must name an existing folder. Received: dataset='folder:{path}'"
@@ -353,14 +525,14 @@ def _from_folder(path, image_size, validation_fraction, seed, min_val_per_class=
     train_dir, val_dir = os.path.join(path, "train"), os.path.join(path, "val")
     if os.path.isdir(train_dir) and os.path.isdir(val_dir):
         class_names = _class_folders(train_dir, path)
-        train_files, train_labels, skipped_train = _labelled_files(train_dir, class_names)
-        val_files, val_labels, skipped_val = _labelled_files(val_dir, class_names)
-        skipped = skipped_train + skipped_val
-        _check_classes(class_names, np.concatenate([train_labels, val_labels]), skipped, path)
+        train_files, train_labels, others_train = _labelled_files(train_dir, class_names)
+        val_files, val_labels, others_val = _labelled_files(val_dir, class_names)
+        others = others_train + others_val
+        _check_classes(class_names, np.concatenate([train_labels, val_labels]), others, path)
     else:
         class_names = _class_folders(path, path)
-        files, labels, skipped = _labelled_files(path, class_names)
-        _check_classes(class_names, labels, skipped, path)
+        files, labels, others = _labelled_files(path, class_names)
+        _check_classes(class_names, labels, others, path)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(files))
         n_val = max(1, round(validation_fraction * len(files)))
@@ -369,23 +541,10 @@ def _from_folder(path, image_size, validation_fraction, seed, min_val_per_class=
         val_files, val_labels = [files[i] for i in val_idx], labels[val_idx]
     if not len(train_files) or not len(val_files):
         raise ValueError(
-            "Argument `dataset` must hold readable images for training and validation; found "
-            f"{len(train_files)} and {len(val_files)} ({skipped} files skipped). "
+            "Argument `dataset` must hold images for training and validation; found "
+            f"{len(train_files)} and {len(val_files)} ({others} files skipped). "
             f"Received: dataset='folder:{path}'"
         )
-
-    few = {name: int(np.sum(val_labels == i)) for i, name in enumerate(class_names)}
-    few = {name: n for name, n in few.items()
-           if min_val_per_class is not None and n < min_val_per_class}
-    if few:
-        warnings.warn(
-            f"dataset 'folder:{path}': classes with fewer than {min_val_per_class} validation "
-            f"images (min_val_per_class), whose accuracy says little: {few}", stacklevel=3)
-
-    def pipeline(files, labels):
-        images = image_files_dataset(files, image_size)
-        return tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
-
     listing = hashlib.sha256()
     for files in (train_files, val_files):
         for name in files:
@@ -394,14 +553,9 @@ def _from_folder(path, image_size, validation_fraction, seed, min_val_per_class=
         listing.update(b"--split--\n")
     fingerprint = {"validation_fraction": float(validation_fraction), "seed": int(seed),
                    "files": listing.hexdigest()}
-    return (
-        pipeline(train_files, train_labels),
-        pipeline(val_files, val_labels),
-        class_names,
-        (len(train_files), len(val_files)),
-        skipped,
-        fingerprint,
-    )
+    folder = FolderListing(path, train_files, train_labels, val_files, val_labels, others,
+                           min_val_per_class)
+    return folder, class_names, fingerprint
 
 
 def _check_classes(class_names, labels, skipped, path):
@@ -433,8 +587,8 @@ def _labelled_files(folder, class_names):
         class_dir = os.path.join(folder, name)
         if not os.path.isdir(class_dir):
             continue
-        good, bad = list_images(class_dir)
-        files.extend(good)
-        labels.extend([index] * len(good))
-        skipped += bad
+        named, others = image_candidates(class_dir)
+        files.extend(named)
+        labels.extend([index] * len(named))
+        skipped += others
     return files, np.asarray(labels, dtype="int32"), skipped

@@ -8,23 +8,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def list_images(path):
-    """Lists the image files under `path` (a file or a folder, searched recursively).
-
-    Every candidate is decoded once to check it; `image_candidates` lists without reading.
-
-    Args:
-        path: an image file or a folder.
-
-    Returns:
-        `(files, skipped)`: the sorted readable image files, and the number of other files
-        (wrong extension, or not decodable) that were left out.
-    """
-    named, others = image_candidates(path)
-    files, corrupt = _decodable(named)
-    return files, others + corrupt
-
-
 def image_candidates(path):
     """Lists the files under `path` with an image extension, without reading them.
 
@@ -52,13 +35,6 @@ def image_candidates(path):
     return named, len(candidates) - len(named)
 
 
-def image_files_dataset(files, image_size):
-    """A `tf.data.Dataset` of decoded, resized float32 images from a list of files."""
-    return tf.data.Dataset.from_tensor_slices(list(files)).map(
-        lambda f: _decode(tf.io.read_file(f), image_size), num_parallel_calls=AUTOTUNE
-    )
-
-
 def named_image_files_dataset(files, image_size):
     """A `tf.data.Dataset` of `(file, image)` pairs that drops the files it can't decode.
 
@@ -82,30 +58,33 @@ def named_image_files_dataset(files, image_size):
     )
 
 
+def labelled_image_files_dataset(files, labels, image_size):
+    """A `tf.data.Dataset` of `(file, image, label)` that drops the files it can't decode.
+
+    The labels come from the file list (a folder per class), so nothing is read twice:
+    each file is decoded once, where the pipeline needs it, and `ignore_errors` drops a
+    corrupt one there. The caller learns which files survived from the names it yields,
+    without a separate checking pass. Order is kept.
+
+    Args:
+        files: image file paths.
+        labels: their int32 class indices.
+        image_size: the side, in pixels, that images are resized to.
+
+    Returns:
+        An unbatched `tf.data.Dataset` of `(file, image, label)`: a string, a float32
+        `(image_size, image_size, 3)` RGB image in `[0, 255]` and an int32 label.
+    """
+    slices = (tf.constant(list(files), tf.string), tf.constant(labels, tf.int32))
+    return (
+        tf.data.Dataset.from_tensor_slices(slices)
+        .map(lambda f, y: (f, _decode(tf.io.read_file(f), image_size), y),
+             num_parallel_calls=AUTOTUNE)
+        .ignore_errors()
+    )
+
+
 def _decode(contents, image_size):
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image = tf.image.resize(image, (image_size, image_size))
     return tf.ensure_shape(image, (image_size, image_size, 3))
-
-
-def _decodable(named):
-    """Splits image files into the decodable ones and a count of the rest, checked up front.
-
-    Each file is decoded once with `tf.io.decode_image` in a `tf.data` pipeline whose
-    failures are dropped by `ignore_errors`, so a corrupt file is counted, never fatal.
-    """
-    if not named:
-        return [], 0
-    check = (
-        tf.data.Dataset.from_tensor_slices(named)
-        .map(
-            lambda f: (f, tf.shape(tf.io.decode_image(tf.io.read_file(f),
-                                                      expand_animations=False))),
-            num_parallel_calls=AUTOTUNE,
-        )
-        .ignore_errors()
-    )
-    good = sorted(f.decode() for f, _ in check.as_numpy_iterator())
-    return good, len(named) - len(good)
-
-

@@ -60,33 +60,56 @@ def test_named_files_dataset_decodes_once_and_drops_corrupt_files(tmp_path):
     pairs = list(data.named_image_files_dataset(files, 24).as_numpy_iterator())
     good = [f for f in files if not f.endswith("broken.jpg")]
     assert [name.decode() for name, _ in pairs] == good  # order kept, corrupt file dropped
-    expected = list(data.image_files_dataset(good, 24).as_numpy_iterator())
-    for (_, image), reference in zip(pairs, expected, strict=True):
+    for (_, image), name in zip(pairs, good, strict=True):
+        reference = tf.image.resize(tf.io.decode_image(tf.io.read_file(name), channels=3,
+                                                       expand_animations=False), (24, 24))
         assert image.shape == (24, 24, 3) and image.dtype == np.float32
-        np.testing.assert_array_equal(image, reference)
-    assert data.list_images(str(root)) == (good, 2)
+        np.testing.assert_array_equal(image, reference.numpy())
 
 
-def test_folder_of_real_images_skips_and_counts_bad_files(tmp_path):
+def test_a_folder_is_listed_without_decoding_and_checked_in_one_pass(tmp_path):
     root = write_image_folder(tmp_path / "photos", per_class=5)
     loaded = data.load_image_data(f"folder:{root}", image_size=24, batch_size=4,
                                   validation_fraction=0.2)
     assert loaded.class_names == ["china", "flower"]
-    assert loaded.skipped_files == 2
+    # Listing decodes nothing (the labels come from the folders), so the corrupt
+    # broken.jpg is still counted as an image; only notes.txt is skipped, for its name.
+    assert not loaded.files_checked and loaded.corrupt_files == []
+    assert (loaded.train_examples + loaded.val_examples, loaded.skipped_files) == (11, 1)
+    assert loaded.check_files() is loaded and loaded.files_checked
+    assert [p.rsplit("/", 2)[-2:] for p in loaded.corrupt_files] == [["china", "broken.jpg"]]
+    assert loaded.skipped_files == 2  # notes.txt and broken.jpg
     assert loaded.train_examples + loaded.val_examples == 10
-    assert loaded.val_examples == 2
     seen = 0
-    for images, labels in loaded.train:
-        assert images.shape[1:] == (24, 24, 3)
-        seen += int(labels.shape[0])
-    assert seen == loaded.train_examples
+    for _ in range(2):  # the check pass filled the cache: the epochs decode nothing
+        for images, labels in loaded.train:
+            assert images.shape[1:] == (24, 24, 3)
+            seen += int(labels.shape[0])
+    assert seen == 2 * loaded.train_examples
+    assert sum(int(y.shape[0]) for _, y in loaded.val) == loaded.val_examples
+
+
+def test_check_files_takes_the_names_a_pass_decoded(tmp_path):
+    root = write_image_folder(tmp_path / "photos", per_class=4)
+    loaded = data.load_image_data(f"folder:{root}", image_size=16, batch_size=2)
+    names = [[f.decode() for f, _, _ in loaded.named_split(split).as_numpy_iterator()]
+             for split in ("train", "val")]
+    assert not any(name.endswith("broken.jpg") for split in names for name in split)
+    loaded.check_files(readable=names)
+    assert loaded.folder.filled == set()  # nothing was cached by this pass
+    assert (loaded.train_examples, loaded.val_examples) == tuple(map(len, names))
+    assert len(loaded.corrupt_files) == 1 and loaded.skipped_files == 2
+    assert sum(int(y.shape[0]) for _, y in loaded.train) == loaded.train_examples
 
 
 def test_folder_with_train_and_val_subfolders(tmp_path):
     write_image_folder(tmp_path / "split" / "train", per_class=4, corrupt=False)
     write_image_folder(tmp_path / "split" / "val", per_class=2)
     loaded = data.load_image_data(f"folder:{tmp_path / 'split'}", image_size=16)
+    loaded.check_files()
     assert (loaded.train_examples, loaded.val_examples, loaded.skipped_files) == (8, 4, 2)
+    assert [p.rsplit("/", 3)[-3:] for p in loaded.corrupt_files] == [
+        ["val", "china", "broken.jpg"]]
 
 
 def test_tfds_dataset_through_mock_data():
@@ -96,6 +119,24 @@ def test_tfds_dataset_through_mock_data():
     assert loaded.class_names == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]
     assert images.shape == (4, 20, 20, 3) and labels.dtype == tf.int32
     assert loaded.train_examples > 0 and loaded.val_examples > 0
+
+
+def test_tfds_offline_runs_the_real_download_path_to_a_one_line_error(tmp_path, monkeypatch):
+    # TFDS's real builder, split and download code, with nothing mocked but where the
+    # network would be: a proxy on a closed local port refuses every connection (so a
+    # machine with internet downloads nothing either), and TFDS's retry count is 0, so the
+    # failure comes at once rather than after ten retries with backoff.
+    from tensorflow_datasets.core.download import downloader
+
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+    with pytest.raises(ValueError, match=r"TFDS dataset 'tf_flowers', which is not prepared in "
+                                         r".*could not be downloaded \(ProxyError.*needs the "
+                                         r"internet once.*Received: dataset='tfds:tf_flowers'"):
+        data.load_image_data("tfds:tf_flowers", image_size=16, data_dir=str(tmp_path))
 
 
 def test_balance_makes_classes_equally_likely():
@@ -227,14 +268,16 @@ def test_a_class_without_a_readable_image_is_refused_by_name(tmp_path):
     root = write_image_folder(tmp_path / "photos", per_class=3)
     for path in (root / "flower").glob("*.png"):
         path.write_bytes(b"not a png")  # every image of the class is corrupt
+    loaded = data.load_image_data(f"folder:{root}", image_size=16)
     with pytest.raises(ValueError, match=r"readable images in every class; found none in "
                                          r"'flower' \(5 files skipped\)\. Received: dataset="):
-        data.load_image_data(f"folder:{root}", image_size=16)
+        loaded.check_files()
 
 
 def test_a_class_with_few_validation_images_warns(tmp_path):
     root = write_image_folder(tmp_path / "photos", per_class=6, corrupt=False)
     for path in sorted((root / "flower").glob("*.png"))[1:]:
         path.unlink()  # one image left in the class
+    loaded = data.load_image_data(f"folder:{root}", image_size=16, min_val_per_class=2)
     with pytest.warns(UserWarning, match=r"fewer than 2 validation images.*'flower': [01]"):
-        data.load_image_data(f"folder:{root}", image_size=16, min_val_per_class=2)
+        loaded.check_files()

@@ -84,13 +84,28 @@ def test_full_on_a_folder_then_predict_files(recipe, tmp_path, shared_weights_di
             "--output", str(tmp_path / "full"),
         ])
     assert metrics["skipped_files"] == 2 and metrics["num_classes"] == 2
+    assert [os.path.basename(f) for f in metrics["corrupt_files"]] == ["broken.jpg"]
     predicted = recipe.main([
         "--state", "predict", "--model", str(tmp_path / "full" / "model.keras"),
         "--images", str(photos), "--output", str(tmp_path / "predict"),
     ])
     rows = _read_csv(tmp_path / "predict" / "predictions.csv")
     assert len(rows) == 10 and predicted["skipped_files"] == 2
+    assert predicted["corrupt_files"] == metrics["corrupt_files"]
     assert {r["label"] for r in rows} <= {"china", "flower"}
+
+
+def test_head_on_a_folder_names_its_corrupt_files_without_a_checking_pass(recipe, tmp_path,
+                                                                          capsys):
+    photos = write_image_folder(tmp_path / "photos", per_class=5)
+    argv = ["--smoke", "--state", "head", "--dataset", f"folder:{photos}", "--image-size",
+            "16", "--output", str(tmp_path / "head")]
+    with pytest.warns(UserWarning, match=r"fewer than 5 validation images"):
+        metrics = recipe.main(argv)
+    assert "1 files skipped (corrupt files are dropped as they" in capsys.readouterr().out
+    assert metrics["skipped_files"] == 2 and metrics["features"]["source"] == "computed"
+    assert [os.path.basename(f) for f in metrics["corrupt_files"]] == ["broken.jpg"]
+    assert metrics["train_examples"] + metrics["val_examples"] == 10
 
 
 @pytest.mark.parametrize("argv, match", [
