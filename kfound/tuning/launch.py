@@ -116,12 +116,13 @@ def nvidia_smi_devices():
     return [d for index, migs in devices for d in (migs or [index])], None
 
 
-def assign_devices(workers, gpus_per_worker, environ=None):
+def assign_devices(workers, gpus_per_worker=None, environ=None):
     """Splits the visible devices among workers, `gpus_per_worker` each.
 
     Args:
         workers: the number of workers, or `"auto"`: one per `gpus_per_worker` devices.
-        gpus_per_worker: the devices each worker gets, at least 1.
+        gpus_per_worker: the devices each worker gets, at least 1. Defaults to `None`: 1,
+            for `workers="auto"`.
         environ: the environment to read `CUDA_VISIBLE_DEVICES` from. Defaults to
             `os.environ`.
 
@@ -131,25 +132,29 @@ def assign_devices(workers, gpus_per_worker, environ=None):
         the devices as it does).
 
     Raises:
-        ValueError: no device was found, or fewer than the workers need.
+        ValueError: no device was found, or fewer than the workers need. It names
+            `gpus_per_worker`, or `workers` when that alone asked for devices.
     """
     environ = os.environ if environ is None else environ
     devices, where = _visible_devices(environ)
+    per = gpus_per_worker or 1
+    name, value = (("gpus_per_worker", gpus_per_worker) if gpus_per_worker is not None
+                   else ("workers", workers))
     if not devices:
         raise ValueError(
-            f"Argument `gpus_per_worker` gives each worker GPUs of its own, but none were "
-            f"found: {where}. Set CUDA_VISIBLE_DEVICES to the devices to share out, or drop "
-            f"--gpus-per-worker. Received: gpus_per_worker={gpus_per_worker}")
-    count = len(devices) // gpus_per_worker if workers == "auto" else workers
-    if count < 1 or count * gpus_per_worker > len(devices):
-        needs = (f"workers * gpus_per_worker = {count * gpus_per_worker}" if workers != "auto"
-                 else f"at least {gpus_per_worker} (one worker's)")
+            f"Argument `{name}` gives each worker GPUs of its own, but none were found: "
+            f"{where}. Set CUDA_VISIBLE_DEVICES to the devices to share out, or "
+            f"{'drop --gpus-per-worker' if gpus_per_worker else 'give --workers a number'}. "
+            f"Received: {name}={value!r}")
+    count = len(devices) // per if workers == "auto" else workers
+    if count < 1 or count * per > len(devices):
+        needs = (f"workers * gpus_per_worker = {count * per}" if workers != "auto"
+                 else f"at least {per} (one worker's)")
         raise ValueError(
-            f"Argument `gpus_per_worker` needs {needs} devices, but {len(devices)} are "
-            f"visible ({where}: {','.join(devices)}). Received: gpus_per_worker="
-            f"{gpus_per_worker}")
-    per_worker = [devices[i * gpus_per_worker:(i + 1) * gpus_per_worker] for i in range(count)]
-    return per_worker, devices[count * gpus_per_worker:], "CUDA_VISIBLE_DEVICES" not in environ
+            f"Argument `{name}` needs {needs} devices, but {len(devices)} are visible "
+            f"({where}: {','.join(devices)}). Received: {name}={value!r}")
+    per_worker = [devices[i * per:(i + 1) * per] for i in range(count)]
+    return per_worker, devices[count * per:], "CUDA_VISIBLE_DEVICES" not in environ
 
 
 def is_listening(host, port):
@@ -223,7 +228,7 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
             )
     devices, unused, from_nvidia_smi = None, [], False
     if gpus_per_worker is not None or workers == "auto":
-        devices, unused, from_nvidia_smi = assign_devices(workers, gpus_per_worker or 1)
+        devices, unused, from_nvidia_smi = assign_devices(workers, gpus_per_worker)
         workers = len(devices)
     if threads_per_worker is None:
         threads_per_worker = max(1, available_cores() // workers)

@@ -273,6 +273,9 @@ def test_no_device_to_give_is_a_clear_error(tmp_path, monkeypatch):
                        r"found: CUDA_VISIBLE_DEVICES is unset and `nvidia-smi -L` is not "
                        r"installed\..*Received: gpus_per_worker=1"):
         launch.assign_devices(2, 1, environ={})
+    with pytest.raises(ValueError, match=r"^Argument `workers` gives each worker GPUs .* or "
+                       r"give --workers a number. Received: workers='auto'$"):
+        launch.assign_devices("auto", environ={})
 
 
 @pytest.mark.parametrize("workers, per_worker, expected, unused", [
