@@ -333,7 +333,7 @@ def main(argv=None):
               "[--threads-per-worker T] [--pin-workers] [--max-restarts R] "
               "-- <tuning/search.py arguments>",
     )
-    parser.add_argument("--workers", type=_workers_flag, default=2,
+    parser.add_argument("--workers", type=_workers_flag, default=2, metavar="N|auto",
                         help="the number of workers, or `auto`: one per --gpus-per-worker "
                              "devices (default: 2)")
     parser.add_argument("--gpus-per-worker", type=int, default=None, metavar="K",
