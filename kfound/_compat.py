@@ -124,6 +124,20 @@ def init_tuner_with_oracle(tuner, oracle, **kwargs):
     kt.Tuner.__init__(tuner, oracle=oracle, **kwargs)
 
 
+def best_epoch_checkpoint(objective, filepath):
+    """The checkpoint a KerasTuner trial saves its best epoch with (`Tuner.run_trial`'s).
+
+    Args:
+        objective: a `keras_tuner.Objective`.
+        filepath: where the best epoch's weights go (`.weights.h5`).
+
+    Missing public API: `SaveBestEpoch` lives in `keras_tuner.src.engine.tuner_utils`.
+    """
+    from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
+
+    return SaveBestEpoch(objective, filepath)
+
+
 def is_best_epoch_checkpoint(callback):
     """Whether `callback` is the checkpoint a KerasTuner trial saves its best epoch with.
 

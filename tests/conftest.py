@@ -52,9 +52,6 @@ KNOWN_BACKEND_FAILURES = {
         "test_backprop_by_hand_reproduces_the_books_numbers": (
             "kfound.theory.backend_gradients supports TensorFlow and JAX only"
         ),
-        "test_two_workers_finish_the_grid_between_them": (
-            "under torch the second launcher worker finished no trial"
-        ),
     },
 }
 

@@ -34,6 +34,28 @@ def test_no_module_but_compat_imports_keras_src():
     )
 
 
+PRIVATE_IMPORT = re.compile(r"^\s*(from|import)\s+(keras|keras_tuner)\.src\b"
+                            r"|^\s*from\s+(keras|keras_tuner)\s+import\s+src\b")
+
+
+def test_nothing_but_compat_imports_keras_or_keras_tuner_internals():
+    # The library, its tests, benchmarks, recipes and CLIs reach private APIs through
+    # kfound/_compat.py only.
+    root = os.path.dirname(PACKAGE)
+    offenders = []
+    for top in ("kfound", "tests", "benchmarks", "recipes", "tuning"):
+        for folder, _, files in os.walk(os.path.join(root, top)):
+            for name in files:
+                path = os.path.join(folder, name)
+                if not name.endswith(".py") or os.path.samefile(path, kfound._compat.__file__):
+                    continue
+                with open(path, encoding="utf-8") as file:
+                    offenders += [f"{os.path.relpath(path, root)}:{number}: {line.strip()}"
+                                  for number, line in enumerate(file, 1)
+                                  if PRIVATE_IMPORT.search(line)]
+    assert not offenders, "Import private APIs through kfound/_compat.py:\n" + "\n".join(offenders)
+
+
 def _require(condition, seam, user):
     if not condition:
         pytest.fail(
@@ -113,3 +135,25 @@ def test_a_missing_keras_tuner_name_is_reported_by_its_path(monkeypatch):
     assert set(_compat.missing_keras_tuner_private()) == {
         "keras_tuner.Oracle._no_such_hook", "keras_tuner.src.no_such_module.Thing"}
 
+
+
+def test_the_best_epoch_checkpoint_is_the_one_a_keras_tuner_trial_adds(tmp_path):
+    # `FinetuneHyperModel.fit` finds KerasTuner's checkpoint among a trial's callbacks.
+    seen = []
+
+    class Recorder(kt.HyperModel):
+        def build(self, hp):
+            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+        def fit(self, hp, model, *args, callbacks=(), **kwargs):
+            seen.extend(callbacks)
+            return 0.0
+
+    objective = kt.Objective("score", "min")
+    kt.RandomSearch(Recorder(), objective=objective, max_trials=1,
+                    directory=str(tmp_path)).search(verbose=0)
+    assert sum(map(_compat.is_best_epoch_checkpoint, seen)) == 1
+    assert _compat.is_best_epoch_checkpoint(
+        _compat.best_epoch_checkpoint(objective, str(tmp_path / "best.weights.h5")))
+    assert not _compat.is_best_epoch_checkpoint(keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "model.keras")))

@@ -6,6 +6,9 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine import hyperparameters as hp_module
 
+from kfound.tuning import proposals
+from kfound.tuning.trust_region import fit_quadratic, trust_region_step
+
 _BATCH = 1000  # candidates drawn and scored at once
 
 
@@ -126,7 +129,7 @@ class LIPOOracle(kt.Oracle):
         self._trust_steps = {}  # trial_id -> the trust-region step that proposed it
 
     def populate_space(self, trial_id):
-        space = [hp for hp in self.hyperparameters.space if not isinstance(hp, hp_module.Fixed)]
+        space = proposals.searchable(self.hyperparameters)
         rng = np.random.default_rng([self.seed, len(self.trials)])
         ids, points, scores = self._completed_points(space)
         self._trust_steps.pop(trial_id, None)  # A trial proposed afresh after a kill.
@@ -278,7 +281,6 @@ class LIPOOracle(kt.Oracle):
         n = len(probs)
         parents = {c.name for hp in space for c in hp.conditions}
         column = {id(hp): j for j, hp in enumerate(space)}
-        clipped = np.clip(probs, 0.0, np.nextafter(1.0, 0.0))
         value_of, active_of = {}, {}  # parent name -> candidates' values, activity
         for hp in self.hyperparameters.space:
             active = np.ones(n, dtype=bool)
@@ -291,7 +293,7 @@ class LIPOOracle(kt.Oracle):
                 coords[~active, j] = _coordinate(hp, hp.default)
             if hp.name in parents:
                 values = ([hp.value] * n if j is None
-                          else [_value(hp, p) for p in clipped[:, j]])
+                          else [proposals.value_at(hp, p) for p in probs[:, j]])
                 old = value_of.get(hp.name, [None] * n)
                 value_of[hp.name] = [v if a else o
                                      for v, o, a in zip(values, old, active, strict=True)]
@@ -300,20 +302,12 @@ class LIPOOracle(kt.Oracle):
     def _values(self, space, probs):
         """The hyperparameter values at cumulative probabilities `probs` (active ones only).
 
-        Each coordinate belongs to one hyperparameter of `space`, not to a name: two
-        conditional hyperparameters may share a name (`units` under `model == "v1"` and
-        under `"v2"`), and the active one takes its own coordinate.
+        Each coordinate belongs to one hyperparameter of `space`, not to a name
+        (`kfound.tuning.proposals`).
         """
-        # `prob_to_value` takes probabilities in [0, 1): 1.0 would round an `Int` past its max.
-        probs = np.clip(probs, 0.0, np.nextafter(1.0, 0.0))
         prob_of = {id(hp): p for hp, p in zip(space, probs, strict=True)}
-        hps = hp_module.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
-            if hps.is_active(hp):
-                hps.values[hp.name] = (hp.value if isinstance(hp, hp_module.Fixed)
-                                       else _value(hp, prob_of[id(hp)]))
-        return hps.values
+        return proposals.propose(self.hyperparameters,
+                                 lambda hp: proposals.value_at(hp, prob_of[id(hp)]))
 
     def get_state(self):
         state = super().get_state()
@@ -366,38 +360,18 @@ class LIPOSearch(kt.Tuner):
         super().__init__(oracle, hypermodel, **kwargs)
 
 
-def _python(value):
-    """A NumPy scalar as the Python value KerasTuner stores."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _is_categorical(hp):
     return isinstance(hp, hp_module.Boolean) or (
         isinstance(hp, hp_module.Choice) and not hp.ordered
     )
 
 
-def _value(hp, prob):
-    """`hp`'s value at cumulative probability `prob`, within its range.
-
-    KerasTuner's reverse-log map can round past the minimum (9.999999999998899e-05 for
-    1e-4 at `prob=0`), so a `Float` is clipped to `[min_value, max_value]`.
-    """
-    value = _python(hp.prob_to_value(prob))
-    if isinstance(hp, hp_module.Float):
-        value = min(max(value, hp.min_value), hp.max_value)
-    return value
-
-
 def _coordinates(space, values):
     """A trial's coordinates: each active hyperparameter's, and its default's when inactive.
 
-    Activity is decided per hyperparameter (by its own conditions), so that of two
-    conditional hyperparameters sharing a name only the active one reads the value.
+    Activity is decided per hyperparameter (`proposals.is_active`).
     """
-    return [_coordinate(hp, values[hp.name]
-                        if hp.name in values and all(c.is_active(values) for c in hp.conditions)
-                        else hp.default)
+    return [_coordinate(hp, values[hp.name] if proposals.is_active(hp, values) else hp.default)
             for hp in space]
 
 
@@ -439,84 +413,3 @@ def lipschitz_estimate(points, scores, space, alpha):
 def upper_bounds(candidates, points, scores, space, k):
     """The Lipschitz upper bound `min_i f(x_i) + k ||x - x_i||` at each candidate."""
     return (scores[None, :] + k * distances(candidates, points, space)).min(axis=1)
-
-
-def fit_quadratic(x, y):
-    """The least-squares quadratic `q(x) = 0.5 x'Hx + g'x + c` through rows `x` (n, d).
-
-    With exactly `(d + 1) (d + 2) / 2` points in general position it interpolates them.
-    Returns `(H, g, c)`.
-    """
-    n, d = x.shape
-    rows, cols = np.triu_indices(d)
-    features = np.concatenate([np.ones((n, 1)), x, x[:, rows] * x[:, cols]], axis=1)
-    coef = np.linalg.lstsq(features, y, rcond=None)[0]
-    hessian = np.zeros((d, d))
-    hessian[rows, cols] = coef[d + 1:]
-    return hessian + hessian.T, coef[1:d + 1], coef[0]
-
-
-def trust_region_step(hessian, gradient, radius, lower, upper):
-    """The step `p` maximizing `q(p) = 0.5 p'Hp + g'p` with `||p|| <= radius`, in a box.
-
-    The exact trust-region subproblem (Nocedal & Wright, "Numerical Optimization",
-    2006, §4.3) in the ball (`_ball_step`); where its solution leaves the box
-    `[lower, upper]`, a coordinate that left is fixed at its bound and the
-    subproblem is solved again in the others, with what is left of the radius: one
-    coordinate at a time, the one whose bound the step crosses first (an active-set
-    method). Returns `(p, q(p))`.
-    """
-    d = len(gradient)
-    lower, upper = np.broadcast_to(lower, (d,)), np.broadcast_to(upper, (d,))
-    p, free = np.zeros(d), np.ones(d, dtype=bool)
-    for _ in range(d):
-        fixed = ~free
-        rest = radius**2 - p[fixed] @ p[fixed]
-        if rest <= 0:
-            break
-        p[free] = _ball_step(hessian[np.ix_(free, free)],
-                             gradient[free] + hessian[np.ix_(free, fixed)] @ p[fixed],
-                             math.sqrt(rest))
-        out = free & ((p < lower) | (p > upper))
-        if not out.any():
-            break
-        # Fix the coordinate whose bound the step from 0 crosses first.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            reach = np.where(out, np.where(p > upper, upper, lower) / p, np.inf)
-        first = int(np.argmin(reach))
-        p[first] = upper[first] if p[first] > upper[first] else lower[first]
-        free[first] = False
-        if not free.any():
-            break
-    p = np.clip(p, lower, upper)
-    return p, 0.5 * p @ hessian @ p + gradient @ p
-
-
-def _ball_step(hessian, gradient, radius):
-    """`p = (lambda I - H)^-1 g` for the smallest `lambda >= 0` that keeps `lambda I - H`
-    positive semi-definite and `p` in the ball, found by bisection in H's eigenbasis,
-    with the "hard case" completed along the most positive curvature."""
-    curvature, basis = np.linalg.eigh(-hessian)  # Minimizing -q: 0.5 p'(-H)p - g'p.
-    slope = basis.T @ gradient
-
-    def step(shift):
-        # A direction without slope takes no step, even at zero curvature (the hard case).
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return basis @ np.where(slope == 0, 0.0, slope / (curvature + shift))
-
-    if curvature[0] > 0 and np.linalg.norm(step(0.0)) <= radius:
-        p = step(0.0)
-    else:
-        low = max(0.0, -curvature[0])
-        high = low + np.linalg.norm(gradient) / radius
-        for _ in range(100):
-            mid = 0.5 * (low + high)
-            if np.linalg.norm(step(mid)) > radius:
-                low = mid
-            else:
-                high = mid
-        p = step(high) if high > max(0.0, -curvature[0]) else np.zeros_like(gradient)
-        if curvature[0] < 0:  # The hard case: on to the boundary, along q's largest curvature.
-            extra = radius**2 - p @ p
-            p = p + np.sqrt(max(extra, 0.0)) * basis[:, 0]
-    return p

@@ -11,10 +11,11 @@ from kfound.tuning.tuners import FINISHED
 
 def trial_records(oracle):
     """One dict per trial, by trial id: `trial_id`, `hyperparameters`, `score`, `status`
-    (a `keras_tuner.engine.trial.TrialStatus`: RUNNING, COMPLETED, FAILED, ...), `seconds`
-    and `worker`."""
+    (a `keras_tuner.engine.trial.TrialStatus`: RUNNING, COMPLETED, FAILED, ...), `seconds`,
+    `worker` and `devices` (the `CUDA_VISIBLE_DEVICES` entries its worker had)."""
     seconds = getattr(oracle, "trial_seconds", {})
     workers = getattr(oracle, "trial_workers", {})
+    devices = getattr(oracle, "trial_devices", {})
     return [
         {
             "trial_id": trial_id,
@@ -23,6 +24,7 @@ def trial_records(oracle):
             "status": trial.status,
             "seconds": seconds.get(trial_id),
             "worker": workers.get(trial_id),
+            "devices": devices.get(trial_id),
         }
         for trial_id, trial in sorted(oracle.trials.items())
     ]

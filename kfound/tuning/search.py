@@ -6,13 +6,21 @@ lipo or tpe) on it, and writes `trials.json` (as each trial ends), `best.json`,
 resumes a search that was stopped or killed. With `--role chief|worker --oracle
 HOST:PORT` the same command is one process of a distributed search (KerasTuner's
 chief/worker protocol over gRPC, with a shared run folder).
+
+Each trial in `trials.json` records `devices`, the GPUs of the process that trained it
+(`launch.visible_devices()`: `CUDA_VISIBLE_DEVICES`'s entries, or `nvidia-smi`'s). A
+worker writes its list to `workers/<worker id>.json` in the run folder when it starts,
+where the chief reads it when it hands the worker a trial: KerasTuner's protocol carries
+no more than the worker's id.
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
 import pathlib
+import re
 import socket
 import time
 import warnings
@@ -28,6 +36,8 @@ SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
 _DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
 _POLL_SECONDS = 0.2
 CONNECT_TIMEOUT = 120.0  # seconds a worker waits for its chief (--connect-timeout)
+WORKERS_FOLDER = "workers"  # in the run folder: each worker's devices, for the chief
+_WORKER_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a worker id that names a file
 
 
 def build_parser():
@@ -61,8 +71,9 @@ def build_parser():
                         help="the chief's address: where the chief listens, where workers "
                              "connect")
     parser.add_argument("--worker-id", default=None,
-                        help="a worker's stable name; restarting a worker under the same name "
-                             "resumes its trial (default: worker-<host>-<pid>)")
+                        help="a worker's stable name (letters, digits, '.', '_', '-'); "
+                             "restarting a worker under the same name resumes its trial "
+                             "(default: worker-<host>-<pid>)")
     parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT,
                         metavar="SECONDS",
                         help="how long a worker waits for the chief at --oracle before it "
@@ -97,6 +108,9 @@ def parse_args(argv=None):
     if args.worker_id is not None and "chief" in args.worker_id:
         parser.error("argument --worker-id must not contain 'chief' (KerasTuner reserves it). "
                      f"Received: worker_id={args.worker_id!r}")
+    if args.worker_id is not None and not _WORKER_ID.fullmatch(args.worker_id):
+        parser.error("argument --worker-id must be letters, digits, '.', '_' or '-' (it names "
+                     f"a file in the run folder). Received: worker_id={args.worker_id!r}")
     args.space_name = pathlib.Path(args.space).stem
     return args
 
@@ -215,6 +229,21 @@ def wait_for_chief(address, timeout, log=print):
         time.sleep(_POLL_SECONDS)
 
 
+def record_worker_devices(output, worker_id, devices):
+    """Writes `devices`, a worker's device list, where the chief's `worker_devices` reads it."""
+    if _WORKER_ID.fullmatch(worker_id):  # KerasTuner's variable, set by hand, may be any text.
+        io_utils.write_json(pathlib.Path(output) / WORKERS_FOLDER / f"{worker_id}.json",
+                            {"devices": devices})
+
+
+def worker_devices(output, worker_id):
+    """The device list that worker `worker_id` recorded in run folder `output`, or `None`."""
+    path = pathlib.Path(output) / WORKERS_FOLDER / f"{worker_id}.json"
+    if not _WORKER_ID.fullmatch(worker_id) or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))["devices"]
+
+
 def serve_oracle(oracle, address):
     """Serves `oracle` over KerasTuner's gRPC protocol until the search is done.
 
@@ -280,11 +309,13 @@ def main(argv=None):
         args.output = os.path.join(runs.SAVED_MODELS, f"search-{args.space_name}-{args.tuner}")
     io_utils.check_writable_folder(args.output)
     role = _configure_role(args)
+    devices = None if role == "chief" else launch.visible_devices()  # the chief trains none
     if role == "worker":  # --oracle, or KerasTuner's own variables set by hand
         address = args.oracle or (f"{os.environ['KERASTUNER_ORACLE_IP']}:"
                                   f"{os.environ.get('KERASTUNER_ORACLE_PORT', '')}")
         wait_for_chief(address, args.connect_timeout)
         output = pathlib.Path(args.output)
+        record_worker_devices(output, os.environ["KERASTUNER_TUNER_ID"], devices)
         keras.utils.set_random_seed(args.seed)
     else:
         output = runs.start_run(args)
@@ -311,7 +342,10 @@ def main(argv=None):
         overwrite=args.overwrite and role != "worker",
         executions_per_trial=args.executions_per_trial, reporter=reporter,
         distribution_strategy=placement.strategy,
-        trial_log=print if role == "worker" and not args.quiet else None,
+        trial_log=(functools.partial(print, flush=True) if role == "worker" and not args.quiet
+                   else None),
+        devices=(functools.partial(worker_devices, output) if role == "chief"
+                 else lambda tuner_id: devices),
     )
     if role != "worker" and not args.quiet:
         done = sum(t.status in tuners.FINISHED for t in tuner.oracle.trials.values())

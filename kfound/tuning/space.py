@@ -26,25 +26,18 @@ Each entry maps onto KerasTuner's `hp.Float`, `hp.Int`, `hp.Choice` or `hp.Boole
 Everything is checked when the file is read, before any trial runs: a bad file raises a
 `ValueError` naming the file, the entry and the problem.
 
-Space files may come from others, so reading one is bounded: a file holds at most
-`MAX_FILE_BYTES` (1 MB), UTF-8 text; it nests at most `MAX_DEPTH` (16) levels; a YAML
-file expands to at most `MAX_NODES` (10,000) values, each use of an alias counting its
-whole anchor again (a "billion laughs" file is refused before it expands); a key given
-twice in one mapping is refused, by name; and a value quoted in an error message is cut
-to `MAX_SHOWN` (200) characters.
+Space files may come from others, so reading one is bounded (size, depth, aliases,
+duplicate keys): see `kfound.tuning.space_file`.
 """
 
 import dataclasses
-import json
 import math
 import os
-import re
-import reprlib
 
 import keras_tuner as kt
-import yaml
 
-from kfound.tuning import rules
+from kfound.tuning import rules, space_file
+from kfound.tuning.space_file import cut, show
 
 TYPES = ("float", "int", "choice", "bool")
 SAMPLINGS = ("linear", "log")
@@ -57,10 +50,6 @@ _ENTRY_KEYS = {
     "bool": ("type", "default"),
 }
 DATASETS = ("digits", "embedded", "tfds:NAME", "folder:PATH")
-MAX_FILE_BYTES = 1_000_000
-MAX_DEPTH = 16
-MAX_NODES = 10_000
-MAX_SHOWN = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,116 +143,6 @@ class SearchSpace:
         }
 
 
-class _Refused(ValueError):
-    """A space file that breaks one of the bounds, found while reading it."""
-
-
-class _YAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, bounded (`MAX_DEPTH`, `MAX_NODES`), refusing duplicate keys.
-
-    PyYAML reads `1e-3` as a string (YAML 1.1); it is read as a float, as YAML 1.2 does.
-    """
-
-    # The scanner's work grows with the square of the nesting: bound it there.
-    def fetch_flow_collection_start(self, TokenClass):
-        super().fetch_flow_collection_start(TokenClass)
-        self._check_nesting()
-
-    def add_indent(self, column):
-        added = super().add_indent(column)
-        self._check_nesting()
-        return added
-
-    def _check_nesting(self):
-        if self.flow_level + len(self.indents) > MAX_DEPTH:
-            raise _Refused(f"it nests deeper than {MAX_DEPTH} levels (space.MAX_DEPTH)")
-
-    def construct_document(self, node):
-        _count_nodes(node, {}, depth=0)
-        return super().construct_document(node)
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
-                except TypeError:  # An unhashable key: PyYAML's own error follows.
-                    continue
-                if duplicate:
-                    raise _Refused(f"the key {_show(key)} is given twice in one mapping "
-                                   f"(line {key_node.start_mark.line + 1})")
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_YAMLLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$""", re.X),
-    list("-+0123456789"),
-)
-
-
-def _count_nodes(node, counted, depth):
-    """The number of values `node` expands to, each alias counted in full; bounded."""
-    if id(node) in counted:
-        return counted[id(node)]
-    if depth > MAX_DEPTH:
-        raise _Refused(f"it nests deeper than {MAX_DEPTH} levels (space.MAX_DEPTH)")
-    if isinstance(node, yaml.SequenceNode):
-        children = node.value
-    elif isinstance(node, yaml.MappingNode):
-        children = [child for pair in node.value for child in pair]
-    else:
-        children = []
-    total = 1 + sum(_count_nodes(child, counted, depth + 1) for child in children)
-    if total > MAX_NODES:
-        raise _Refused(f"it expands to more than {MAX_NODES:,} values (space.MAX_NODES; "
-                       "each use of an alias counts its anchor's values again)")
-    counted[id(node)] = total
-    return total
-
-
-def _json_mapping(pairs):
-    keys = set()
-    for key, _ in pairs:
-        if key in keys:
-            raise _Refused(f"the key {_show(key)} is given twice in one mapping")
-        keys.add(key)
-    return dict(pairs)
-
-
-def _check_depth(value):
-    """Refuses a value nested deeper than `MAX_DEPTH`; iterative, so any depth is safe."""
-    stack = [(value, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise _Refused(f"it nests deeper than {MAX_DEPTH} levels (space.MAX_DEPTH)")
-        children = value.values() if isinstance(value, dict) else (
-            value if isinstance(value, list) else ())
-        stack.extend((child, depth + 1) for child in children)
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 3, 8, 8
-_SHORT.maxstring = _SHORT.maxother = 80
-
-
-def _show(value):
-    """`repr(value)`, cut to at most `MAX_SHOWN` characters, for error messages."""
-    text = _SHORT.repr(value)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
-
-
-def _cut(text):
-    text = str(text)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
-
-
 def load_space(path):
     """Reads and checks a search-space file (`.yaml`, `.yml` or `.json`).
 
@@ -274,8 +153,8 @@ def load_space(path):
         A `SearchSpace`.
 
     Raises:
-        ValueError: the file is missing, unreadable, malformed or beyond the bounds
-            (`MAX_FILE_BYTES`, `MAX_DEPTH`, `MAX_NODES`, a duplicate key). The message
+        ValueError: the file is missing, unreadable, malformed or beyond the bounds of
+            `kfound.tuning.space_file` (size, depth, aliases, a duplicate key). The message
             names the file, the entry and the problem.
 
     Example:
@@ -285,48 +164,7 @@ def load_space(path):
     ('mlp', ['learning_rate', 'layers'])
     """
     path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".yaml", ".yml", ".json"):
-        raise ValueError(
-            "Argument `space` must be a .yaml, .yml or .json file. "
-            f"Received: space={path!r}"
-        )
-    if not os.path.isfile(path):
-        raise ValueError(f"Argument `space` must be an existing file. Received: space={path!r}")
-    with open(path, "rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(
-            f"{path}: a space file holds at most {MAX_FILE_BYTES:,} bytes "
-            f"(space.MAX_FILE_BYTES); this one holds {os.path.getsize(path):,}. "
-            f"Received: space={path!r}"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{path}: a space file must be UTF-8 text; byte 0x{data[e.start]:02x} at offset "
-            f"{e.start} is not. Received: space={path!r}"
-        ) from None
-    kind = ext[1:].upper().replace("YML", "YAML")
-    try:
-        if ext == ".json":
-            config = json.loads(text, object_pairs_hook=_json_mapping)
-            _check_depth(config)
-        else:
-            config = yaml.load(text, Loader=_YAMLLoader)
-    except RecursionError:
-        raise ValueError(
-            f"{path}: the file is refused: it nests deeper than {MAX_DEPTH} levels "
-            f"(space.MAX_DEPTH). Received: space={path!r}"
-        ) from None
-    except _Refused as e:
-        raise ValueError(f"{path}: the file is refused: {e}. Received: space={path!r}") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(
-            f"{path}: the file is not valid {kind}: {_cut(e)}. Received: space={path!r}"
-        ) from None
-    return parse_space(config, source=path)
+    return parse_space(space_file.read_space_file(path), source=path)
 
 
 def parse_space(config, source="<space>"):
@@ -343,13 +181,13 @@ def parse_space(config, source="<space>"):
     if not isinstance(config, dict):
         raise ValueError(
             f"{source}: a space file must hold a mapping with keys {list(_TOP_LEVEL_KEYS)}. "
-            f"Received: space={_show(config)}"
+            f"Received: space={show(config)}"
         )
     unknown = [k for k in config if k not in _TOP_LEVEL_KEYS]
     if unknown:
         raise ValueError(
-            f"{source}: unknown key {_show(unknown[0])}; expected keys {list(_TOP_LEVEL_KEYS)}. "
-            f"Received: {_cut(unknown[0])}={_show(config[unknown[0]])}"
+            f"{source}: unknown key {show(unknown[0])}; expected keys {list(_TOP_LEVEL_KEYS)}. "
+            f"Received: {cut(unknown[0])}={show(config[unknown[0]])}"
         )
     for key in ("model", "dataset", "hyperparameters"):
         if key not in config:
@@ -359,7 +197,7 @@ def parse_space(config, source="<space>"):
     if not isinstance(model, str) or model not in rules.MODELS:
         raise ValueError(
             f"{source}: `model` must be one of {sorted(rules.MODELS)}. "
-            f"Received: model={_show(model)}"
+            f"Received: model={show(model)}"
         )
     model_rules = rules.MODELS[model]
     dataset = _parse_dataset(config["dataset"], model_rules, source)
@@ -369,21 +207,21 @@ def parse_space(config, source="<space>"):
     if not isinstance(raw, dict) or not raw:
         raise ValueError(
             f"{source}: `hyperparameters` must be a non-empty mapping of name to entry. "
-            f"Received: hyperparameters={_show(raw)}"
+            f"Received: hyperparameters={show(raw)}"
         )
     entries = {}
     for name, entry in raw.items():
         if name not in model_rules.hyperparameters:
             raise ValueError(
-                f"{source}: hyperparameter {_show(name)} is not used by model {model!r}; it "
+                f"{source}: hyperparameter {show(name)} is not used by model {model!r}; it "
                 f"uses {sorted(model_rules.hyperparameters)}. "
-                f"Received: {_cut(name)}={_show(entry)}"
+                f"Received: {cut(name)}={show(entry)}"
             )
         parsed = _parse_entry(name, entry, source)
         problem = model_rules.problem(parsed)
         if problem:
-            raise ValueError(f"{source}: hyperparameter {name!r}: {_cut(problem)}. Received: "
-                             f"{name}={_show(entry)}")
+            raise ValueError(f"{source}: hyperparameter {name!r}: {cut(problem)}. Received: "
+                             f"{name}={show(entry)}")
         entries[name] = parsed
     return SearchSpace(model, dataset, objective, entries, source=str(source))
 
@@ -404,19 +242,19 @@ def _parse_dataset(dataset, model_rules, source):
     if kind is None:
         raise ValueError(
             f"{source}: `dataset` must be one of {list(DATASETS)} (NAME and PATH non-empty). "
-            f"Received: dataset={_show(dataset)}"
+            f"Received: dataset={show(dataset)}"
         )
     if kind not in model_rules.datasets:
         takers = sorted(m for m, r in rules.MODELS.items() if kind in r.datasets)
         raise ValueError(
-            f"{source}: model {model_rules.name!r} cannot search on dataset {_show(dataset)}: it "
+            f"{source}: model {model_rules.name!r} cannot search on dataset {show(dataset)}: it "
             f"takes {list(model_rules.datasets)}, and {kind} is for model {', '.join(takers)}. "
-            f"Received: dataset={_show(dataset)}"
+            f"Received: dataset={show(dataset)}"
         )
     if kind == "folder:PATH" and not os.path.isdir(dataset[len("folder:"):]):
         raise ValueError(
             f"{source}: `dataset` must name an existing folder of images. "
-            f"Received: dataset={_show(dataset)}"
+            f"Received: dataset={show(dataset)}"
         )
     return dataset
 
@@ -429,19 +267,19 @@ def _parse_objective(objective, model_rules, source):
     else:
         raise ValueError(
             f"{source}: `objective` must be a metric name or a mapping "
-            f"{{name: ..., direction: min|max}}. Received: objective={_show(objective)}"
+            f"{{name: ..., direction: min|max}}. Received: objective={show(objective)}"
         )
     if not isinstance(name, str) or name not in model_rules.objectives:
         raise ValueError(
             f"{source}: `objective` must be a metric the model reports, one of "
-            f"{list(model_rules.objectives)}. Received: objective={_show(objective)}"
+            f"{list(model_rules.objectives)}. Received: objective={show(objective)}"
         )
     if direction is None:
         return kt.Objective(name, model_rules.objectives[name])
     if direction not in OBJECTIVE_DIRECTIONS:
         raise ValueError(
             f"{source}: the objective's `direction` must be `min` or `max`. "
-            f"Received: direction={_show(direction)}"
+            f"Received: direction={show(direction)}"
         )
     return kt.Objective(name, direction)
 
@@ -453,17 +291,17 @@ def _is_number(value):
 def _parse_entry(name, entry, source):
     def fail(problem):
         raise ValueError(
-            f"{source}: hyperparameter {name!r}: {problem}. Received: {name}={_show(entry)}"
+            f"{source}: hyperparameter {name!r}: {problem}. Received: {name}={show(entry)}"
         )
 
     if not isinstance(entry, dict):
         fail("an entry must be a mapping with a `type`")
     kind = entry.get("type")
     if kind not in TYPES:
-        fail(f"unknown type {_show(kind)}; `type` must be one of {list(TYPES)}")
+        fail(f"unknown type {show(kind)}; `type` must be one of {list(TYPES)}")
     extra = [k for k in entry if k not in _ENTRY_KEYS[kind]]
     if extra:
-        fail(f"key {_show(extra[0])} does not apply to type {kind!r}; its keys are "
+        fail(f"key {show(extra[0])} does not apply to type {kind!r}; its keys are "
              f"{list(_ENTRY_KEYS[kind])}")
     default = entry.get("default")
 
@@ -486,7 +324,7 @@ def _parse_entry(name, entry, source):
         if len(set(values)) != len(values):
             fail("`values` has duplicates")
         if default is not None and default not in values:
-            fail(f"`default` {_show(default)} is not one of `values`")
+            fail(f"`default` {show(default)} is not one of `values`")
         return Hyperparameter(name, kind, values=tuple(values), default=default)
 
     low, high, step = entry.get("min"), entry.get("max"), entry.get("step")

@@ -4,6 +4,8 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine import hyperparameters as hp_module
 
+from kfound.tuning import proposals
+
 EXTRA = "kfound[tpe]"
 
 
@@ -85,7 +87,7 @@ class TPEOracle(kt.Oracle):
     def populate_space(self, trial_id):
         optuna = self._optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        space = [hp for hp in self.hyperparameters.space if not isinstance(hp, hp_module.Fixed)]
+        space = proposals.searchable(self.hyperparameters)
         keys = _parameter_keys(space)
         seed = int(np.random.SeedSequence([self.seed or 0, len(self.trials)]).generate_state(1)[0])
         sampler = optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, seed=seed)
@@ -108,27 +110,18 @@ class TPEOracle(kt.Oracle):
     def _ask(self, space, keys, asked):
         """The hyperparameter values of Optuna trial `asked` (active ones only)."""
         key_of = {id(hp): key for hp, key in zip(space, keys, strict=True)}
-        hps = hp_module.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
-            if not hps.is_active(hp):
-                continue
-            if isinstance(hp, hp_module.Fixed):
-                hps.values[hp.name] = hp.value
-                continue
-            key = key_of[id(hp)]
-            distribution = self._distribution(hp)
-            value = _suggest(asked, key, distribution)
-            if _by_probability(hp):
-                value = _clip(hp, hp.prob_to_value(min(value, np.nextafter(1.0, 0.0))))
-            hps.values[hp.name] = _python(value)
-        return hps.values
+
+        def value_of(hp):
+            value = _suggest(asked, key_of[id(hp)], self._distribution(hp))
+            return proposals.value_at(hp, value) if _by_probability(hp) else value
+
+        return proposals.propose(self.hyperparameters, value_of)
 
     def _parameters(self, space, keys, values):
         """A completed trial's Optuna parameters and distributions (active ones only)."""
         params, distributions = {}, {}
         for hp, key in zip(space, keys, strict=True):
-            if hp.name not in values or not all(c.is_active(values) for c in hp.conditions):
+            if not proposals.is_active(hp, values):
                 continue
             value = values[hp.name]
             params[key] = float(hp.value_to_prob(value)) if _by_probability(hp) else value
@@ -196,13 +189,3 @@ def _parameter_keys(space):
     names = [hp.name for hp in space]
     return [name if names.count(name) == 1 else f"{name}[{i}]"
             for i, name in enumerate(names)]
-
-
-def _clip(hp, value):
-    if isinstance(hp, hp_module.Float):
-        return min(max(value, hp.min_value), hp.max_value)
-    return value
-
-
-def _python(value):
-    return value.item() if isinstance(value, np.generic) else value

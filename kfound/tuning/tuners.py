@@ -12,8 +12,9 @@ are KerasTuner's own, with three additions that a search killed with `kill -9` n
   KerasTuner's does not save (keras-tuner #1055: a resumed `GridSearch` dies with a
   `KeyError`).
 
-They also time each trial, remember which worker ran it, and call a `reporter` when a
-trial ends (on the chief, in a distributed search), which writes `trials.json`.
+They also time each trial, remember which worker ran it and on which devices, and call
+a `reporter` when a trial ends (on the chief, in a distributed search), which writes
+`trials.json`.
 """
 
 import gc
@@ -40,12 +41,16 @@ class ResumableOracle(_compat.TrialFileHook):
 
     Args:
         reporter: an optional `reporter(oracle, trial)` called after each trial ends.
+        devices: an optional `devices(tuner_id)`: the device list of the tuner (worker)
+            a trial is handed to, recorded with the trial.
         *args, **kwargs: the oracle's own arguments.
     """
 
-    def __init__(self, *args, reporter=None, **kwargs):
+    def __init__(self, *args, reporter=None, devices=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.reporter = reporter
+        self.devices = devices
+        self.trial_devices = {}  # trial_id -> the device list of the worker that ran it
         self.trial_started = {}  # trial_id -> time.time() when handed out
         self.trial_seconds = {}  # trial_id -> seconds from hand-out to end
         self.trial_workers = {}  # trial_id -> tuner_id that ran it
@@ -63,6 +68,8 @@ class ResumableOracle(_compat.TrialFileHook):
         if trial.status == TrialStatus.RUNNING:
             self.trial_started[trial.trial_id] = time.time()
             self.trial_workers[trial.trial_id] = tuner_id
+            if self.devices is not None:
+                self.trial_devices[trial.trial_id] = self.devices(tuner_id)
         return trial
 
     @kt.synchronized
@@ -76,13 +83,15 @@ class ResumableOracle(_compat.TrialFileHook):
 
     def get_state(self):
         state = super().get_state()
-        state["kfound"] = {"seconds": self.trial_seconds, "workers": self.trial_workers}
+        state["kfound"] = {"seconds": self.trial_seconds, "workers": self.trial_workers,
+                           "devices": self.trial_devices}
         return state
 
     def set_state(self, state):
         super().set_state(state)
         self.trial_seconds = dict(state.get("kfound", {}).get("seconds", {}))
         self.trial_workers = dict(state.get("kfound", {}).get("workers", {}))
+        self.trial_devices = dict(state.get("kfound", {}).get("devices", {}))
 
     def save(self):
         io_utils.write_text(_compat.oracle_state_file(self), json.dumps(self.get_state()))
@@ -249,7 +258,8 @@ class HyperbandTuner(_TunerMixin, kt.Hyperband):
         _compat.init_tuner_with_oracle(self, oracle, **kwargs)
 
 
-def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, reporter=None):
+def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, reporter=None,
+                devices=None):
     """Builds a resumable oracle for tuner `name`.
 
     Args:
@@ -260,6 +270,7 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
         seed: the random seed.
         max_epochs: Hyperband's largest number of epochs for one trial.
         reporter: an optional `reporter(oracle, trial)` called after each trial ends.
+        devices: an optional `devices(tuner_id)`, the device list each trial records.
 
     Returns:
         A `keras_tuner.Oracle`.
@@ -268,7 +279,7 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
         raise ValueError(
             f"Argument `tuner` must be one of {list(TUNERS)}. Received: tuner={name!r}"
         )
-    common = {"objective": objective, "seed": seed, "reporter": reporter}
+    common = {"objective": objective, "seed": seed, "reporter": reporter, "devices": devices}
     if name == "hyperband":
         oracle = HyperbandOracle(max_epochs=max_epochs or 10, **common)
         oracle.max_trials = max_trials
@@ -283,7 +294,7 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
 def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=None,
                max_epochs=None, project_name="keras_tuner", overwrite=False,
                executions_per_trial=1, distribution_strategy="auto", reporter=None,
-               trial_log=None):
+               trial_log=None, devices=None):
     """Builds a resumable KerasTuner tuner.
 
     Args:
@@ -292,7 +303,7 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
         hypermodel: a `keras_tuner.HyperModel`.
         objective: a `keras_tuner.Objective` or metric name.
         directory: the folder holding KerasTuner's project folder.
-        max_trials, seed, max_epochs, reporter: as for `make_oracle`.
+        max_trials, seed, max_epochs, reporter, devices: as for `make_oracle`.
         project_name: KerasTuner's project folder name. Defaults to `"keras_tuner"`.
         overwrite: start over instead of resuming. Defaults to `False`.
         executions_per_trial: models trained per trial, their scores averaged.
@@ -316,7 +327,7 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
     """
     if distribution_strategy == "auto":
         distribution_strategy = distribution.setup().strategy
-    oracle = make_oracle(name, objective, max_trials, seed, max_epochs, reporter)
+    oracle = make_oracle(name, objective, max_trials, seed, max_epochs, reporter, devices)
     cls = HyperbandTuner if name == "hyperband" else Tuner
     tuner = cls(oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
                 project_name=project_name, overwrite=overwrite,

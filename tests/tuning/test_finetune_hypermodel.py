@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
-from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
-from kfound import prediction
+from kfound import _compat, prediction
 from kfound.tuning import finetune_hypermodel, search, space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -40,8 +39,8 @@ def test_head_trial_trains_the_head_on_cached_features_and_checkpoints_the_whole
                          optimizer=_one("sgd"), learning_rate=_one(0.05), dropout=_one(0.3))
     hypermodel, hp, model = _trial(model_space)
     backbone_before = [w.numpy().copy() for w in hypermodel._classifier.backbone.weights]
-    checkpoint = SaveBestEpoch(kt.Objective("val_accuracy", "max"),
-                               str(tmp_path / "best.weights.h5"))
+    checkpoint = _compat.best_epoch_checkpoint(kt.Objective("val_accuracy", "max"),
+                                               str(tmp_path / "best.weights.h5"))
     history = hypermodel.fit(hp, model, callbacks=[checkpoint], verbose=0)
     assert isinstance(history, keras.callbacks.History) and history.epoch == [0]
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}

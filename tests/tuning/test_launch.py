@@ -35,20 +35,60 @@ def _trials(output):
     return json.loads((pathlib.Path(output) / "trials.json").read_text())
 
 
-def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="pauses a worker with SIGSTOP")
+def test_two_workers_share_the_grid_each_on_its_own_device(tmp_path):
+    # `--workers auto` over CUDA_VISIBLE_DEVICES=0,1: two workers, one device each. (On a
+    # CPU the frameworks ignore the variable; each trial records it all the same.)
     output = tmp_path / "run"
-    code = launch.launch(["--tuner", "grid", "--space", _grid(tmp_path), "--smoke",
-                          "--output", str(output)], workers=2)
-    assert code == 0
+    process = subprocess.Popen(
+        [sys.executable, "tuning/launch.py", "--workers", "auto", "--gpus-per-worker", "1",
+         "--", "--tuner", "grid", "--space", _grid(tmp_path), "--smoke", "--output",
+         str(output)],
+        cwd=ROOT, env=_env(CUDA_VISIBLE_DEVICES="0,1"), stdout=subprocess.PIPE, text=True)
+    # Whichever worker imports its framework first could finish the whole grid alone (a
+    # smoke trial takes under a second under torch). So the first worker to finish a trial
+    # is paused until the other has finished one too.
+    pids, printed, paused, resumed, chief_env = {}, [], None, False, None
+    try:
+        for line in process.stdout:
+            printed.append(line)
+            started = re.match(r"launch: (chief|worker\d) pid (\d+)", line)
+            if started:
+                pids[started[1]] = int(started[2])
+            if started and started[1] == "chief" and os.path.exists("/proc/self/environ"):
+                chief_env = pathlib.Path(f"/proc/{started[2]}/environ").read_bytes()
+            finished = re.match(r"\[(worker\d)\] trial", line)
+            if finished and paused is None:
+                paused = finished[1]
+                os.kill(pids[paused], signal.SIGSTOP)
+            elif finished and finished[1] != paused and not resumed:
+                os.kill(pids[paused], signal.SIGCONT)
+                resumed = True
+    finally:
+        if paused is not None and not resumed:
+            os.kill(pids[paused], signal.SIGCONT)
+        if process.poll() is None:  # The test failed: the launcher stops its processes.
+            process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    assert process.returncode == 0
+    # The chief trains nothing: it sees no GPU, so it reserves no memory on the workers'.
+    assert chief_env is None or b"\0CUDA_VISIBLE_DEVICES=\0" in b"\0" + chief_env
+    printed = "".join(printed)
     trials = _trials(output)
     assert len(trials) == 4 and {t["status"] for t in trials} == {"COMPLETED"}
     assert {t["worker"] for t in trials} == {"worker1", "worker2"}
+    own = {"worker1": ["0"], "worker2": ["1"]}
+    assert all(t["devices"] == own[t["worker"]] for t in trials)
     assert (output / "best_model.keras").exists() and (output / "best.json").exists()
-    # The workers share the cores.
+    # The workers share the cores, and each has its device.
     threads = max(1, launch.available_cores() // 2)
-    printed = capfd.readouterr().out
-    assert printed.count(f"(threads: {threads})") == 2
+    for name, devices in own.items():
+        assert re.search(rf"launch: {name} pid \d+ \(threads: {threads}, "
+                         rf"CUDA_VISIBLE_DEVICES={devices[0]}\)", printed)
     # Each worker prints one line per trial it finishes.
     lines = re.findall(r"^\[(worker\d)\] trial (\d+) COMPLETED val_accuracy=[\d.]+ in [\d.]+s$",
                        printed, re.M)
@@ -59,7 +99,7 @@ def test_two_workers_finish_the_grid_between_them(tmp_path, monkeypatch, capfd):
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path):
     output = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = _env()
     process = subprocess.Popen(
         [sys.executable, "tuning/launch.py", "--workers", "2", "--", "--tuner", "grid",
          "--space", _grid(tmp_path, units=(4, 8, 12)), "--smoke", "--output", str(output)],
@@ -84,7 +124,15 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path
 
 @pytest.mark.parametrize("args, kwargs, match", [
     (["--space", "s.yaml"], {"workers": 0},
-     r"`workers` must be an integer >= 1. Received: workers=0"),
+     r"`workers` must be an integer >= 1 or 'auto'. Received: workers=0"),
+    (["--space", "s.yaml"], {"workers": "2"},
+     r"`workers` must be an integer >= 1 or 'auto'. Received: workers='2'"),
+    (["--space", "s.yaml"], {"workers": 2, "gpus_per_worker": 0},
+     r"`gpus_per_worker` must be an integer >= 1. Received: gpus_per_worker=0"),
+    (["--space", "s.yaml"], {"workers": 2, "gpus_per_worker": True},
+     r"`gpus_per_worker` must be an integer >= 1. Received: gpus_per_worker=True"),
+    (["--space", "s.yaml"], {"workers": 2, "max_restarts": -1},
+     r"`max_restarts` must be an integer >= 0. Received: max_restarts=-1"),
     (["--space", "s.yaml"], {"workers": 2, "threads_per_worker": 0},
      r"`threads_per_worker` must be an integer >= 1. Received: threads_per_worker=0"),
     (["--role", "chief"], {"workers": 2}, r"sets `--role` itself"),
@@ -101,8 +149,20 @@ def test_bad_arguments(args, kwargs, match):
     (["--workers", "2", "--tuner", "grid"], "put the search arguments after `--`"),
     (["--threads-per-worker", "0", "--", "--tuner", "grid"],
      "--threads-per-worker must be >= 1. Received: threads_per_worker=0"),
+    (["--workers", "many", "--", "--tuner", "grid"],
+     "argument --workers: must be an integer >= 1 or 'auto'. Received: workers='many'"),
+    (["--workers", "0", "--", "--tuner", "grid"], "--workers must be >= 1. Received: workers=0"),
+    (["--gpus-per-worker", "0", "--", "--tuner", "grid"],
+     "--gpus-per-worker must be >= 1. Received: gpus_per_worker=0"),
+    (["--max-restarts", "-1", "--", "--tuner", "grid"],
+     "--max-restarts must be >= 0. Received: max_restarts=-1"),
+    # launch()'s own checks, before any process starts, as one line.
+    (["--workers", "3", "--gpus-per-worker", "1", "--", "--tuner", "grid"],
+     "needs workers * gpus_per_worker = 3 devices, but 2 are visible "
+     "(CUDA_VISIBLE_DEVICES='0,1': 0,1). Received: gpus_per_worker=1"),
 ])
-def test_bad_flags(argv, match, capsys):
+def test_bad_flags(argv, match, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     with pytest.raises(SystemExit):
         launch.main(argv)
     assert match in capsys.readouterr().err
@@ -112,7 +172,8 @@ def test_help_prints_the_usage(capsys):
     with pytest.raises(SystemExit) as exit_info:
         launch.main(["--help"])
     assert exit_info.value.code == 0
-    assert "--workers N" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "--workers N|auto [--gpus-per-worker K]" in printed and "nvidia-smi" in printed
 
 
 def test_the_launcher_starts_without_tensorflow():
@@ -128,7 +189,7 @@ def test_the_launcher_starts_without_tensorflow():
             "print(sorted({'keras', 'tensorflow', 'kfound'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert "--workers N" in out.stdout
+    assert "--workers N|auto" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -150,4 +211,89 @@ def test_the_flags_reach_the_launcher(monkeypatch):
     assert launch.main(["--workers", "3", "--threads-per-worker", "1", "--pin-workers", "--",
                         "--tuner", "grid"]) == 0
     assert seen["args"][:2] == (["--tuner", "grid"], 3)
-    assert seen["kwargs"] == {"threads_per_worker": 1, "pin_workers": True}
+    assert seen["kwargs"] == {"threads_per_worker": 1, "pin_workers": True,
+                              "gpus_per_worker": None}
+    assert launch.main(["--workers", "auto", "--gpus-per-worker", "2", "--", "--x"]) == 0
+    assert seen["args"][:2] == (["--x"], "auto")
+    assert seen["kwargs"]["gpus_per_worker"] == 2
+
+
+@pytest.mark.parametrize("listed, devices", [
+    ("0,1", ["0", "1"]),
+    (" 2 , 3 ", ["2", "3"]),
+    ("", []),
+    ("-1", []),
+    ("1,-1,2", ["1"]),  # CUDA reads up to the first invalid entry
+    ("GPU-8a1b,MIG-77c2", ["GPU-8a1b", "MIG-77c2"]),
+])
+def test_visible_devices_reads_cuda_visible_devices(listed, devices):
+    assert launch.visible_devices({"CUDA_VISIBLE_DEVICES": listed}) == devices
+
+
+NVIDIA_SMI = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-11111111-2222-3333-4444-555555555555)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-66666666-7777-8888-9999-000000000000)
+  MIG 3g.20gb     Device  0: (UUID: MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee)
+  MIG 3g.20gb     Device  1: (UUID: MIG-ffffffff-0000-1111-2222-333333333333)
+GPU 2: NVIDIA H100 80GB HBM3 (UUID: GPU-44444444-5555-6666-7777-888888888888)
+"""
+
+
+def _nvidia_smi_on_path(tmp_path, monkeypatch, listing=NVIDIA_SMI, code=0):
+    """An `nvidia-smi` executable that prints `listing` for `-L`, first on PATH."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "listing.txt").write_text(listing)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\n[ \"$1\" = -L ] && cat {folder / 'listing.txt'}\nexit {code}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a shell-script nvidia-smi")
+def test_without_cuda_visible_devices_the_gpus_come_from_nvidia_smi(tmp_path, monkeypatch):
+    _nvidia_smi_on_path(tmp_path, monkeypatch)
+    # A GPU split into MIG instances is addressed by their UUIDs.
+    expected = ["0", "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+                "MIG-ffffffff-0000-1111-2222-333333333333", "2"]
+    assert launch.visible_devices({}) == expected
+    per_worker, unused, from_nvidia_smi = launch.assign_devices("auto", 2, environ={})
+    assert per_worker == [expected[:2], expected[2:]] and unused == [] and from_nvidia_smi
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a shell-script nvidia-smi")
+def test_no_device_to_give_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"none were found: CUDA_VISIBLE_DEVICES=''"):
+        launch.assign_devices("auto", 1, environ={"CUDA_VISIBLE_DEVICES": ""})
+    _nvidia_smi_on_path(tmp_path, monkeypatch, listing="No devices were found", code=6)
+    with pytest.raises(ValueError, match=r"`nvidia-smi -L` failed \(exit code 6: No devices "
+                       r"were found\)\. Set CUDA_VISIBLE_DEVICES"):
+        launch.assign_devices("auto", 1, environ={})
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no nvidia-smi on it
+    with pytest.raises(ValueError, match=r"gives each worker GPUs of its own, but none were "
+                       r"found: CUDA_VISIBLE_DEVICES is unset and `nvidia-smi -L` is not "
+                       r"installed\..*Received: gpus_per_worker=1"):
+        launch.assign_devices(2, 1, environ={})
+    with pytest.raises(ValueError, match=r"^Argument `workers` gives each worker GPUs .* or "
+                       r"give --workers a number. Received: workers='auto'$"):
+        launch.assign_devices("auto", environ={})
+
+
+@pytest.mark.parametrize("workers, per_worker, expected, unused", [
+    ("auto", 1, [["0"], ["1"], ["2"]], []),
+    ("auto", 2, [["0", "1"]], ["2"]),
+    (1, 3, [["0", "1", "2"]], []),
+    (2, 1, [["0"], ["1"]], ["2"]),
+])
+def test_devices_are_split_among_the_workers(workers, per_worker, expected, unused):
+    environ = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+    assert launch.assign_devices(workers, per_worker, environ) == (expected, unused, False)
+
+
+def test_too_few_devices_is_a_clear_error():
+    environ = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    with pytest.raises(ValueError, match=r"needs at least 3 \(one worker's\) devices, but 2 "
+                       r"are visible \(CUDA_VISIBLE_DEVICES='0,1': 0,1\). "
+                       r"Received: gpus_per_worker=3"):
+        launch.assign_devices("auto", 3, environ)
+    with pytest.raises(ValueError, match=r"needs workers \* gpus_per_worker = 4 devices"):
+        launch.assign_devices(2, 2, environ)

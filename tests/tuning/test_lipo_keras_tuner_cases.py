@@ -25,16 +25,6 @@ def _oracle(tmp_path, hps=None, direction="max", max_trials=20, seed=1, objectiv
     return oracle
 
 
-def _run(oracle, evaluate, trials, tuner_id="tuner0"):
-    for _ in range(trials):
-        trial = oracle.create_trial(tuner_id)
-        if trial.status != "RUNNING":
-            break
-        oracle.update_trial(trial.trial_id, {"score": evaluate(trial.hyperparameters)})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-
-
 def _mixed_space():
     hps = hp_module.HyperParameters()
     hps.Choice("a", [1, 2], default=1)
@@ -82,7 +72,7 @@ def test_skip_failed_trials(tmp_path):
     assert "FAILED" in statuses and statuses.count("COMPLETED") == 14
 
 
-def test_conditional_hyperparameters_with_the_same_name_stay_in_range(tmp_path):
+def test_conditional_hyperparameters_with_the_same_name_stay_in_range(tmp_path, run_trials):
     hps = hp_module.HyperParameters()
     model = hps.Choice("model", ["v1", "v2"])
     with hps.conditional_scope("model", "v1"):
@@ -97,16 +87,16 @@ def test_conditional_hyperparameters_with_the_same_name_stay_in_range(tmp_path):
     oracle = _oracle(tmp_path, hps, direction="min", max_trials=20)
     proposals = []
 
-    def evaluate(hp):
-        proposals.append(dict(hp.values))
+    def evaluate(values):
+        proposals.append(dict(values))
         # KerasTuner's `ensure_active_values` (run by `Oracle.create_trial`) drops the
         # value of a name whose *later* namesake is inactive, so a "v1" trial reaches
         # the model without `layers` and `units`, and the model's build takes their
         # defaults; a "v2" trial keeps its own.
-        units = hp.values.get("units", 16)
-        return units / 64 + (hp["model"] == "v2")
+        units = values.get("units", 16)
+        return units / 64 + (values["model"] == "v2")
 
-    _run(oracle, evaluate, 20)
+    run_trials(oracle, evaluate, 20)
     assert len(proposals) == 20
     for values in proposals:
         for name in set(values) - {"model"}:
@@ -117,7 +107,7 @@ def test_conditional_hyperparameters_with_the_same_name_stay_in_range(tmp_path):
     assert oracle.get_best_trials()[0].hyperparameters.get("model") == "v1"
 
 
-def test_reverse_log_boundary_is_clipped_to_the_range(tmp_path):
+def test_reverse_log_boundary_is_clipped_to_the_range(tmp_path, run_trials):
     hps = hp_module.HyperParameters()
     hps.Float("lr", 1e-4, 1e-1, sampling="reverse_log")
     hps.Float("w", 1e-4, 1e-1, sampling="log")
@@ -127,18 +117,18 @@ def test_reverse_log_boundary_is_clipped_to_the_range(tmp_path):
         for hp in hps.space:
             assert hp.min_value <= values[hp.name] <= hp.max_value
     # The trust-region steps head for the boundary optimum and must not overshoot it.
-    _run(oracle, lambda hp: -math.log(hp["lr"]) - math.log(hp["w"]), 20)
+    run_trials(oracle, lambda v: -math.log(v["lr"]) - math.log(v["w"]), 20)
     for trial in oracle.trials.values():
         for hp in hps.space:
             assert hp.min_value <= trial.hyperparameters.get(hp.name) <= hp.max_value
 
 
-def test_bayesian_oracle_cases(tmp_path):
+def test_bayesian_oracle_cases(tmp_path, run_trials):
     # test_bayesian_oracle and test_bayesian_oracle_with_zero_y: Fixed, step and
     # ordered Choices; constant scores (a Lipschitz constant of 0).
-    for i, evaluate in enumerate([lambda hp: hp["b"] + hp["c"], lambda hp: 0.0]):
+    for i, evaluate in enumerate([lambda v: v["b"] + v["c"], lambda v: 0.0]):
         oracle = _oracle(tmp_path / str(i), _mixed_space())
-        _run(oracle, evaluate, 5)
+        run_trials(oracle, evaluate, 5)
         assert len(oracle.trials) == 5
         assert all(t.hyperparameters.get("d") == 7 for t in oracle.trials.values())
 
@@ -160,15 +150,15 @@ def test_dynamic_space(tmp_path):
     assert "e" in oracle.populate_space("1_3")["values"]
 
 
-def test_save_before_result_and_reload(tmp_path):
+def test_save_before_result_and_reload(tmp_path, run_trials):
     oracle = _oracle(tmp_path, _mixed_space())
     oracle.populate_space("1")
     oracle.save()
-    _run(oracle, lambda hp: 1.0, 3)
+    run_trials(oracle, lambda v: 1.0, 3)
     oracle.save()
     oracle = _oracle(tmp_path, _mixed_space())
     oracle.reload()
-    _run(oracle, lambda hp: 1.0, 3)
+    run_trials(oracle, lambda v: 1.0, 3)
     assert len(oracle.trials) == 6
 
 

@@ -10,65 +10,51 @@ from kfound.tuning import lipo_oracle, tuners
 from kfound.tuning.lipo_oracle import LIPOOracle
 
 
-def _minimize(oracle, f, trials, directory):
-    oracle.verbose = 0
-    oracle._set_project_dir(str(directory), "lipo")
-    for _ in range(trials):
-        trial = oracle.create_trial("tuner0")
-        if trial.status != "RUNNING":
-            break
-        oracle.update_trial(trial.trial_id, {"f": f(trial.hyperparameters.values)})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-    oracle.save()  # As `BaseTuner.on_trial_end` does after `end_trial`.
-    return oracle.get_best_trials()[0]
-
-
-def test_finds_the_minimum_of_a_1d_function(tmp_path):
+def test_finds_the_minimum_of_a_1d_function(tmp_path, run_trials):
     hp = kt.HyperParameters()
     hp.Float("x", -3.0, 3.0)
     f = lambda v: abs(v["x"] - 1.234) + 0.1 * math.sin(5 * v["x"]) ** 2  # noqa: E731
     oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=40, hyperparameters=hp, seed=3)
-    best = _minimize(oracle, f, 40, tmp_path)
+    best = run_trials(oracle, f, 40, tmp_path).get_best_trials()[0]
     assert abs(best.hyperparameters.get("x") - 1.234) < 0.05
     assert len(oracle.trials) == 40
 
 
-def test_finds_the_maximum_of_a_2d_function_with_log_sampling(tmp_path):
+def test_finds_the_maximum_of_a_2d_function_with_log_sampling(tmp_path, run_trials):
     # The optimum sits at lr=1e-3 (log scale) and d=0.25; maximized, as val_accuracy would be.
     hp = kt.HyperParameters()
     hp.Float("lr", 1e-5, 1e-1, sampling="log")
     hp.Float("d", 0.0, 1.0)
     f = lambda v: -((math.log10(v["lr"]) + 3) / 4) ** 2 - (v["d"] - 0.25) ** 2  # noqa: E731
     oracle = LIPOOracle(kt.Objective("f", "max"), max_trials=80, hyperparameters=hp, seed=7)
-    best = _minimize(oracle, f, 80, tmp_path)
+    best = run_trials(oracle, f, 80, tmp_path).get_best_trials()[0]
     assert best.score > -0.003
     assert abs(math.log10(best.hyperparameters.get("lr")) + 3) < 0.25
 
 
-def test_choices_are_categorical_and_ints_stay_in_range(tmp_path):
+def test_choices_are_categorical_and_ints_stay_in_range(tmp_path, run_trials):
     hp = kt.HyperParameters()
     hp.Choice("act", ["relu", "tanh", "gelu"])
     hp.Int("units", 1, 6)
     hp.Boolean("bias")
     f = lambda v: (v["act"] != "tanh") + abs(v["units"] - 4) + (not v["bias"])  # noqa: E731
     oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=36, hyperparameters=hp, seed=2)
-    best = _minimize(oracle, f, 36, tmp_path)
+    best = run_trials(oracle, f, 36, tmp_path).get_best_trials()[0]
     assert best.score == 0
     values = [t.hyperparameters.values for t in oracle.trials.values()]
     assert all(1 <= v["units"] <= 6 for v in values)
     assert len({tuple(sorted(v.items())) for v in values}) == len(values)  # no duplicates
 
 
-def test_stops_when_a_discrete_space_is_exhausted(tmp_path):
+def test_stops_when_a_discrete_space_is_exhausted(tmp_path, run_trials):
     hp = kt.HyperParameters()
     hp.Choice("a", [1, 2, 3])
     oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=10, hyperparameters=hp, seed=1)
-    _minimize(oracle, lambda v: v["a"], 10, tmp_path)
+    run_trials(oracle, lambda v: v["a"], 10, tmp_path)
     assert len(oracle.trials) == 3
 
 
-def test_resumed_oracle_proposes_what_the_uninterrupted_one_would(tmp_path):
+def test_resumed_oracle_proposes_what_the_uninterrupted_one_would(tmp_path, run_trials):
     hp = kt.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     hp.Int("n", 1, 50, sampling="log")
@@ -77,15 +63,10 @@ def test_resumed_oracle_proposes_what_the_uninterrupted_one_would(tmp_path):
     def make():
         return LIPOOracle(kt.Objective("f", "min"), max_trials=20, hyperparameters=hp, seed=5)
 
-    straight = make()
-    _minimize(straight, f, 20, tmp_path / "straight")
-    first = make()
-    _minimize(first, f, 8, tmp_path / "resumed")
-    resumed = make()
-    resumed._set_project_dir(str(tmp_path / "resumed"), "lipo")
-    resumed.reload()
+    straight = run_trials(make(), f, 20, tmp_path / "straight")
+    run_trials(make(), f, 8, tmp_path / "resumed")
+    resumed = run_trials(make(), f, 12, tmp_path / "resumed", resume=True)
     assert resumed.get_state()["alpha"] == 0.01
-    _minimize(resumed, f, 12, tmp_path / "resumed")
     assert ([t.hyperparameters.values for _, t in sorted(straight.trials.items())]
             == [t.hyperparameters.values for _, t in sorted(resumed.trials.items())])
 
@@ -102,73 +83,14 @@ def test_lipschitz_estimate_is_on_the_geometric_grid():
     assert lipo_oracle.lipschitz_estimate(points[:1], scores[:1], space, 0.01) == 0.0
 
 
-def test_fit_quadratic_recovers_a_quadratic():
-    rng = np.random.default_rng(0)
-    hessian = np.array([[2.0, -0.5, 0.3], [-0.5, 1.0, 0.0], [0.3, 0.0, -1.5]])
-    gradient = np.array([0.1, -0.2, 0.3])
-    x = rng.normal(size=(10, 3))  # (d + 1)(d + 2) / 2 points: interpolation.
-    y = 0.5 * np.einsum("ni,ij,nj->n", x, hessian, x) + x @ gradient + 4.0
-    h, g, c = lipo_oracle.fit_quadratic(x, y)
-    np.testing.assert_allclose(h, hessian, atol=1e-8)
-    np.testing.assert_allclose(g, gradient, atol=1e-8)
-    assert math.isclose(c, 4.0, abs_tol=1e-8)
-
-
-def _sphere(d, n=20000, seed=0):
-    u = np.random.default_rng(seed).normal(size=(n, d))
-    return u / np.linalg.norm(u, axis=1, keepdims=True)
-
-
-@pytest.mark.parametrize("hessian, gradient, radius, inside", [
-    ([[-2.0, 0.0], [0.0, -1.0]], [0.2, -0.1], 1.0, True),  # Concave, maximum inside.
-    ([[-2.0, 0.0], [0.0, -1.0]], [3.0, -2.0], 0.5, False),  # Concave, maximum outside.
-    ([[1.0, 0.3], [0.3, -2.0]], [0.5, 0.5], 0.5, False),  # Indefinite.
-    ([[1.0, 0.0], [0.0, -1.0]], [0.0, 0.0], 0.5, False),  # Indefinite, the hard case.
-])
-def test_trust_region_step_solves_the_subproblem(hessian, gradient, radius, inside):
-    hessian, gradient = np.array(hessian), np.array(gradient)
-    step, gain = lipo_oracle.trust_region_step(hessian, gradient, radius, -10.0, 10.0)
-
-    def q(p):
-        return 0.5 * np.einsum("ni,ij,nj->n", p, hessian, p) + p @ gradient
-
-    assert math.isclose(gain, q(step[None])[0])
-    if inside:
-        np.testing.assert_allclose(step, np.linalg.solve(hessian, -gradient), atol=1e-9)
-    else:
-        assert math.isclose(np.linalg.norm(step), radius, rel_tol=1e-6)
-    # No point of the ball's boundary (where a non-concave maximum lies) does better.
-    assert gain >= q(radius * _sphere(2)).max() - 1e-6
-
-
-def test_trust_region_step_slides_along_a_bound():
-    # The ball's maximizer leaves the box in both coordinates; fixing only the first one
-    # crossed (x) and maximizing over y on that bound finds the box's optimum.
-    hessian = np.array([[-2.0, 1.0], [1.0, -2.0]])
-    gradient = np.array([3.0, 0.5])
-    step, _ = lipo_oracle.trust_region_step(hessian, gradient, 1.0, np.array([-1.0, -1.0]),
-                                            np.array([0.2, 0.3]))
-    # On x = 0.2: dq/dy = -2y + 0.2 + 0.5 = 0 at y = 0.35, past the bound 0.3.
-    np.testing.assert_allclose(step, [0.2, 0.3])
-    step, _ = lipo_oracle.trust_region_step(hessian, np.array([3.0, -0.5]), 1.0,
-                                            np.array([-1.0, -1.0]), np.array([0.2, 0.3]))
-    np.testing.assert_allclose(step, [0.2, -0.15])  # -2y + 0.2 - 0.5 = 0.
-
-
-def test_trust_region_step_stays_in_the_box():
-    step, gain = lipo_oracle.trust_region_step(np.array([[-1.0]]), np.array([5.0]), 2.0,
-                                               np.array([-0.2]), np.array([0.3]))
-    assert step[0] == 0.3 and math.isclose(gain, 0.5 * -0.09 + 1.5)
-
-
-def test_trust_region_steps_find_a_quadratic_minimum(tmp_path):
+def test_trust_region_steps_find_a_quadratic_minimum(tmp_path, run_trials):
     # LIPO alone needs hundreds of trials for 1e-6; the quadratic model lands on it.
     hp = kt.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     hp.Float("y", -1.0, 1.0)
     f = lambda v: (v["x"] - 0.3) ** 2 + 2 * (v["y"] - 0.2) ** 2 + v["x"] * v["y"]  # noqa: E731
     oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=20, hyperparameters=hp, seed=4)
-    best = _minimize(oracle, f, 20, tmp_path)
+    best = run_trials(oracle, f, 20, tmp_path).get_best_trials()[0]
     # The minimum: 2(x - 0.3) + y = 0 and 4(y - 0.2) + x = 0.
     x, y = np.linalg.solve([[2.0, 1.0], [1.0, 4.0]], [0.6, 0.8])
     assert best.score - f({"x": x, "y": y}) < 1e-6
@@ -207,7 +129,7 @@ def test_candidate_coordinates_match_their_values():
         assert [lipo_oracle._coordinate(h, values[h.name]) for h in space] == pytest.approx(c)
 
 
-def test_same_seed_same_trials_other_seed_other_trials(tmp_path):
+def test_same_seed_same_trials_other_seed_other_trials(tmp_path, run_trials):
     hp = kt.HyperParameters()
     hp.Float("x", -1.0, 1.0)
     hp.Choice("act", ["relu", "tanh", "gelu"])
@@ -216,7 +138,7 @@ def test_same_seed_same_trials_other_seed_other_trials(tmp_path):
     def run(seed, name):
         oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=12, hyperparameters=hp,
                             seed=seed)
-        _minimize(oracle, f, 12, tmp_path / name)
+        run_trials(oracle, f, 12, tmp_path / name)
         return [t.hyperparameters.values for _, t in sorted(oracle.trials.items())]
 
     assert run(1, "a") == run(1, "b")

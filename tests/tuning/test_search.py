@@ -64,20 +64,23 @@ def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     assert printed.count("] COMPLETED val_accuracy=") == 2 and "| best " in printed
 
 
-def test_a_2x2_grid_gives_4_trials_and_resumes(tmp_path):
+def test_a_2x2_grid_gives_4_trials_and_resumes(tmp_path, monkeypatch):
     grid = _space(tmp_path, GRID)
     output = str(tmp_path / "grid")
     # Stopped after two points, then resumed with the same command: KerasTuner's own grid
     # oracle dies here with a KeyError (keras-tuner #1055).
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # recorded with each trial
     search.main(["--tuner", "grid", "--space", grid, "--smoke", "--max-trials", "2",
                  "--output", output])
     first = _trials(output)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     search.main(["--tuner", "grid", "--space", grid, "--smoke", "--output", output])
     trials = _trials(output)
     assert len(trials) == 4 and {t["status"] for t in trials} == {"COMPLETED"}
     points = {tuple(sorted(t["hyperparameters"].items())) for t in trials}
     assert len(points) == 4
     assert trials[:2] == first  # Not run again.
+    assert [t["devices"] for t in trials] == [["2", "3"], ["2", "3"], ["1"], ["1"]]
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -103,6 +106,8 @@ def test_resume_refuses_another_space(tmp_path):
     (["--role", "chief"], r"--role chief needs --oracle"),
     (["--role", "worker", "--oracle", "nohost"], r"--oracle must be HOST:PORT"),
     (["--worker-id", "chief2"], r"--worker-id must not contain 'chief'"),
+    (["--worker-id", "../w1"], r"--worker-id must be letters, digits, '.', '_' or '-' \(it "
+                               r"names a file in the run folder\). Received: worker_id='../w1'"),
     (["--max-trials", "0"], r"--max-trials must be >= 1"),
     (["--connect-timeout", "0"], r"--connect-timeout must be > 0 seconds"),
 ])

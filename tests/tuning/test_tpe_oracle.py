@@ -12,20 +12,6 @@ from kfound.tuning import search, tuners
 from kfound.tuning.tpe_oracle import TPEOracle
 
 
-def _minimize(oracle, f, trials, directory, tuner_id="tuner0"):
-    oracle.verbose = 0
-    oracle._set_project_dir(str(directory), "tpe")
-    for _ in range(trials):
-        trial = oracle.create_trial(tuner_id)
-        if trial.status != "RUNNING":
-            break
-        oracle.update_trial(trial.trial_id, {"f": f(trial.hyperparameters.values)})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-    oracle.save()
-    return oracle
-
-
 def _values(oracle):
     return [t.hyperparameters.values for _, t in sorted(oracle.trials.items())]
 
@@ -44,33 +30,31 @@ def _f(v):
             + (v["act"] == "tanh"))
 
 
-def test_tpe_beats_its_random_start(tmp_path):
+def test_tpe_beats_its_random_start(tmp_path, run_trials):
     oracle = TPEOracle(kt.Objective("f", "min"), max_trials=40, hyperparameters=_space(),
                        seed=3, n_startup_trials=10)
-    _minimize(oracle, _f, 40, tmp_path)
+    run_trials(oracle, _f, 40, tmp_path)
     scores = [t.score for _, t in sorted(oracle.trials.items())]
     assert len(scores) == 40
     assert min(scores[10:]) < min(scores[:10])
     assert min(scores) < 0.05
 
 
-def test_same_seed_same_trials_and_resume_proposes_the_same(tmp_path):
+def test_same_seed_same_trials_and_resume_proposes_the_same(tmp_path, run_trials):
     def make(seed=5):
         return TPEOracle(kt.Objective("f", "min"), max_trials=16, hyperparameters=_space(),
                          seed=seed, n_startup_trials=4)
 
-    straight = _minimize(make(), _f, 16, tmp_path / "a")
-    assert _values(straight) == _values(_minimize(make(), _f, 16, tmp_path / "b"))
-    assert _values(straight) != _values(_minimize(make(6), _f, 16, tmp_path / "c"))
-    _minimize(make(), _f, 7, tmp_path / "resumed")
-    resumed = make()
-    resumed._set_project_dir(str(tmp_path / "resumed"), "tpe")
-    resumed.reload()
+    straight = run_trials(make(), _f, 16, tmp_path / "a")
+    assert _values(straight) == _values(run_trials(make(), _f, 16, tmp_path / "b"))
+    assert _values(straight) != _values(run_trials(make(6), _f, 16, tmp_path / "c"))
+    run_trials(make(), _f, 7, tmp_path / "resumed")
+    resumed = run_trials(make(), _f, 9, tmp_path / "resumed", resume=True)
     assert resumed.get_state()["n_startup_trials"] == 4
-    assert _values(_minimize(resumed, _f, 9, tmp_path / "resumed")) == _values(straight)
+    assert _values(resumed) == _values(straight)
 
 
-def test_every_kind_of_hyperparameter_stays_in_range(tmp_path):
+def test_every_kind_of_hyperparameter_stays_in_range(tmp_path, run_trials):
     hp = kt.HyperParameters()
     hp.Float("rev", 1e-4, 1e-1, sampling="reverse_log")
     hp.Float("step", 0.0, 1.0, step=0.3)
@@ -79,9 +63,9 @@ def test_every_kind_of_hyperparameter_stays_in_range(tmp_path):
     hp.Boolean("b")
     hp.Choice("c", [8, 16, 32])
     hp.Fixed("fixed", 3)
-    oracle = _minimize(TPEOracle(kt.Objective("f", "min"), max_trials=15, hyperparameters=hp,
-                                 seed=1, n_startup_trials=3),
-                       lambda v: v["rev"] + v["step"] + v["logstep"] + v["odd"], 15, tmp_path)
+    oracle = run_trials(TPEOracle(kt.Objective("f", "min"), max_trials=15, hyperparameters=hp,
+                                  seed=1, n_startup_trials=3),
+                        lambda v: v["rev"] + v["step"] + v["logstep"] + v["odd"], 15, tmp_path)
     for v in _values(oracle):
         assert 1e-4 <= v["rev"] <= 1e-1
         assert any(math.isclose(v["step"], s, abs_tol=1e-12) for s in (0.0, 0.3, 0.6, 0.9))
@@ -89,7 +73,7 @@ def test_every_kind_of_hyperparameter_stays_in_range(tmp_path):
         assert v["b"] in (True, False) and v["c"] in (8, 16, 32) and v["fixed"] == 3
 
 
-def test_conditional_hyperparameters_with_the_same_name(tmp_path):
+def test_conditional_hyperparameters_with_the_same_name(tmp_path, run_trials):
     hp = hp_module.HyperParameters()
     hp.Choice("model", ["v1", "v2"])
     with hp.conditional_scope("model", "v1"):
@@ -97,9 +81,9 @@ def test_conditional_hyperparameters_with_the_same_name(tmp_path):
     with hp.conditional_scope("model", "v2"):
         hp.Int("units", 32, 64)
     ranges = {"v1": (16, 32), "v2": (32, 64)}
-    oracle = _minimize(TPEOracle(kt.Objective("f", "min"), max_trials=20, hyperparameters=hp,
-                                 seed=2, n_startup_trials=5),
-                       lambda v: v.get("units", 16) / 64 + (v["model"] == "v2"), 20, tmp_path)
+    oracle = run_trials(TPEOracle(kt.Objective("f", "min"), max_trials=20, hyperparameters=hp,
+                                  seed=2, n_startup_trials=5),
+                        lambda v: v.get("units", 16) / 64 + (v["model"] == "v2"), 20, tmp_path)
     values = _values(oracle)
     assert {v["model"] for v in values} == {"v1", "v2"}
     for v in values:
