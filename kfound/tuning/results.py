@@ -11,10 +11,13 @@ from kfound.tuning.tuners import FINISHED
 
 def trial_records(oracle):
     """One dict per trial, by trial id: `trial_id`, `hyperparameters`, `score`, `status`
-    (a `keras_tuner.engine.trial.TrialStatus`: RUNNING, COMPLETED, FAILED, ...), `seconds`
-    and `worker`."""
+    (a `keras_tuner.engine.trial.TrialStatus`: RUNNING, COMPLETED, FAILED, ...), `seconds`,
+    `worker`, `epochs_run` (the epochs it trained, from its per-epoch metrics) and
+    `pruned` (whether the oracle stopped it early; a pruned trial is `COMPLETED`, scored by
+    its best epoch)."""
     seconds = getattr(oracle, "trial_seconds", {})
     workers = getattr(oracle, "trial_workers", {})
+    pruned = getattr(oracle, "pruned_trials", {})
     return [
         {
             "trial_id": trial_id,
@@ -23,9 +26,17 @@ def trial_records(oracle):
             "status": trial.status,
             "seconds": seconds.get(trial_id),
             "worker": workers.get(trial_id),
+            "epochs_run": epochs_run(trial),
+            "pruned": trial_id in pruned,
         }
         for trial_id, trial in sorted(oracle.trials.items())
     ]
+
+
+def epochs_run(trial):
+    """The epochs a trial trained: the steps of its longest per-epoch metric history."""
+    return max((len(history.get_history()) for history in trial.metrics.metrics.values()),
+               default=0)
 
 
 def completed_records(records):
@@ -68,7 +79,8 @@ class SearchReporter:
 
 
 def progress_line(oracle, trial, records, best):
-    """`[trial 3/10] COMPLETED val_accuracy=0.9421 in 4.2s (worker1) | best 0.9533 (trial 1)`."""
+    """`[trial 3/10] COMPLETED val_accuracy=0.9421 in 4.2s (worker1) | best 0.9533 (trial 1)`;
+    a pruned trial says `COMPLETED (pruned after 3 epochs) ...`."""
     done = sum(r["status"] in FINISHED for r in records)
     total = f"/{oracle.max_trials}" if oracle.max_trials else ""
     score = "" if trial.score is None else f" {oracle.objective.name}={trial.score:.4f}"
@@ -79,7 +91,9 @@ def progress_line(oracle, trial, records, best):
     best_text = "none yet" if best is None else f"{best['score']:.4f} (trial {best['trial_id']})"
     values = " ".join(f"{k}={_short(v)}" for k, v in trial.hyperparameters.values.items()
                       if not k.startswith("tuner/"))
-    return (f"[trial {done}{total}] {trial.status}{score}{took}{by} | best {best_text} | "
+    pruned_after = getattr(oracle, "pruned_trials", {}).get(trial.trial_id)
+    pruned = "" if pruned_after is None else f" (pruned after {_epochs(pruned_after)})"
+    return (f"[trial {done}{total}] {trial.status}{pruned}{score}{took}{by} | best {best_text} | "
             f"{values}")
 
 
@@ -160,6 +174,10 @@ def _varying_numeric(records):
             found.append((len(set(values)), name, log))
     found.sort(key=lambda t: -t[0])
     return [(name, log) for _, name, log in found]
+
+
+def _epochs(count):
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def _short(value):

@@ -22,7 +22,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from kfound import _compat, distribution, io_utils, runs
 from kfound.data import load_digits
-from kfound.tuning import hypermodels, launch, results, space, tpe_oracle, tuners
+from kfound.tuning import hypermodels, launch, pruning, results, space, tpe_oracle, tuners
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
 _DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
@@ -49,6 +49,21 @@ def build_parser():
                              "(default: 10); for hyperband, the most epochs of one trial")
     parser.add_argument("--executions-per-trial", type=int, default=1,
                         help="models trained per trial, their scores averaged (default: 1)")
+    parser.add_argument("--prune", choices=pruning.PRUNERS, default="none",
+                        help="stop hopeless trials early (default: none). median: after the "
+                             "warm-up, a trial stops at the end of an epoch when its best "
+                             "objective so far is worse than the median of the completed "
+                             "trials at that epoch (Google Vizier's rule, as Optuna's "
+                             "MedianPruner). A pruned trial counts as completed, scored by "
+                             "its best epoch. Not for hyperband, which prunes by its own "
+                             "schedule")
+    parser.add_argument("--prune-warmup", type=int, default=None, metavar="EPOCHS",
+                        help="with --prune median, the first epochs of every trial that are "
+                             f"never pruned (default: {pruning.WARMUP})")
+    parser.add_argument("--prune-min-trials", type=int, default=None, metavar="N",
+                        help="with --prune median, the completed trials that must have "
+                             "reached an epoch before any trial is pruned there "
+                             f"(default: {pruning.MIN_TRIALS})")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over, deleting the previous search (default: resume it)")
     parser.add_argument("--mixed-precision", action="store_true",
@@ -75,11 +90,18 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("max_trials", "epochs", "executions_per_trial"):
+    for name in ("max_trials", "epochs", "executions_per_trial", "prune_min_trials"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"argument --{name.replace('_', '-')} must be >= 1. "
                          f"Received: {name}={value}")
+    if args.prune_warmup is not None and args.prune_warmup < 0:
+        parser.error("argument --prune-warmup must be >= 0. "
+                     f"Received: prune_warmup={args.prune_warmup}")
+    for name in ("prune_warmup", "prune_min_trials"):
+        if getattr(args, name) is not None and args.prune == "none":
+            parser.error(f"argument --{name.replace('_', '-')} applies only with --prune "
+                         "median. Received: prune='none'")
     if args.tuner == "tpe" and importlib.util.find_spec("optuna") is None:
         parser.error("--tuner tpe needs Optuna, an optional dependency: "
                      f"pip install '{tpe_oracle.EXTRA}'. Received: tuner='tpe'")
@@ -145,6 +167,7 @@ def hypermodel_inputs(search_space, smoke=False, seed=0, output=None):
 
 def check_arguments(args, search_space):
     """Cross-checks the flags against the space, before anything runs."""
+    tuners.check_pruner(args.tuner, make_pruner(args))
     tuned = search_space.hyperparameters
     if "epochs" in tuned and args.epochs is not None:
         raise ValueError(
@@ -182,6 +205,8 @@ def _check_resume(output, search_space, args):
     """Refuses to resume a search that used another space or tuner."""
     saved = output / "space.json"
     config = {"tuner": args.tuner, **search_space.to_config()}
+    if args.prune != "none":  # Absent when off, so that earlier searches still resume.
+        config["prune"] = {"rule": args.prune, **make_pruner(args).get_config()}
     if saved.exists() and not args.overwrite:
         previous = json.loads(saved.read_text(encoding="utf-8"))
         if previous != json.loads(json.dumps(config, default=io_utils._json_default)):
@@ -191,6 +216,14 @@ def _check_resume(output, search_space, args):
                 f"Received: output={str(output)!r}"
             )
     io_utils.write_json(saved, config)
+
+
+def make_pruner(args):
+    """The `--prune` rule with its flags, or `None`."""
+    return pruning.make_pruner(
+        args.prune,
+        warmup=pruning.WARMUP if args.prune_warmup is None else args.prune_warmup,
+        min_trials=args.prune_min_trials or pruning.MIN_TRIALS)
 
 
 def wait_for_chief(address, timeout, log=print):
@@ -312,6 +345,7 @@ def main(argv=None):
         executions_per_trial=args.executions_per_trial, reporter=reporter,
         distribution_strategy=placement.strategy,
         trial_log=print if role == "worker" and not args.quiet else None,
+        pruner=make_pruner(args),
     )
     if role != "worker" and not args.quiet:
         done = sum(t.status in tuners.FINISHED for t in tuner.oracle.trials.values())
