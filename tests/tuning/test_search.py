@@ -80,8 +80,35 @@ def test_a_2x2_grid_gives_4_trials_and_resumes(tmp_path):
     assert trials[:2] == first  # Not run again.
 
 
+PRUNED = {  # A grid: the default learning rate learns, the other barely moves.
+    "model": "mlp", "dataset": "digits", "objective": "val_accuracy",
+    "hyperparameters": {
+        "learning_rate": {"type": "choice", "values": [0.03, 1e-5], "default": 0.03},
+        "units": {"type": "choice", "values": [8]},
+    },
+}
+
+
+def test_a_search_with_pruning_stops_the_hopeless_trial(tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = ["--tuner", "grid", "--space", _space(tmp_path, PRUNED), "--epochs", "3",
+            "--prune", "median", "--prune-warmup", "0", "--prune-min-trials", "1",
+            "--output", str(output)]
+    search.main(argv)
+    good, hopeless = _trials(output)
+    assert (good["epochs_run"], good["pruned"]) == (3, False)
+    assert (hopeless["epochs_run"], hopeless["pruned"]) == (1, True)
+    assert hopeless["status"] == "COMPLETED" and hopeless["score"] < good["score"]
+    assert "] COMPLETED (pruned after 1 epoch) val_accuracy=" in capsys.readouterr().out
+    # The pruning flags change results: a rerun with others refuses to resume.
+    with pytest.raises(ValueError, match=r"holds a search with another space or tuner"):
+        search.main([*argv[:-6], "--output", str(output)])
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--epochs", "3"], r"`--epochs` fixes the epochs, but .* tunes `epochs`"),
+    (["--tuner", "hyperband", "--prune", "median"],
+     r"`prune` does not apply to tuner `hyperband`.* Received: prune='median'$"),
 ])
 def test_flags_that_contradict_the_space(tmp_path, argv, match):
     config = json.loads(json.dumps(SMALL))
@@ -105,6 +132,13 @@ def test_resume_refuses_another_space(tmp_path):
     (["--worker-id", "chief2"], r"--worker-id must not contain 'chief'"),
     (["--max-trials", "0"], r"--max-trials must be >= 1"),
     (["--connect-timeout", "0"], r"--connect-timeout must be > 0 seconds"),
+    (["--prune", "mean"], r"--prune: invalid choice: 'mean'"),
+    (["--prune", "median", "--prune-warmup", "-1"],
+     r"--prune-warmup must be >= 0. Received: prune_warmup=-1"),
+    (["--prune", "median", "--prune-min-trials", "0"],
+     r"--prune-min-trials must be >= 1. Received: prune_min_trials=0"),
+    (["--prune-warmup", "3"], r"--prune-warmup applies only with --prune median. "
+                              r"Received: prune='none'"),
 ])
 def test_bad_flags(tmp_path, argv, match, capsys):
     with pytest.raises(SystemExit):
