@@ -6,6 +6,7 @@ import os
 from keras_tuner.engine.trial import TrialStatus
 
 from kfound import io_utils, runs
+from kfound.tuning import hparams_dashboard
 from kfound.tuning.tuners import FINISHED
 
 
@@ -39,6 +40,11 @@ def epochs_run(trial):
                default=0)
 
 
+def dashboard_folder(output):
+    """The folder of a search's HParams dashboard: `<output>/tensorboard`."""
+    return os.path.join(output, hparams_dashboard.FOLDER)
+
+
 def completed_records(records):
     """The records of the trials that completed with a score."""
     return [r for r in records if r["status"] == TrialStatus.COMPLETED and r["score"] is not None]
@@ -55,22 +61,29 @@ def best_record(records, direction):
 
 class SearchReporter:
     """Called by the oracle when a trial ends: rewrites `trials.json` and `best.json`
-    atomically and prints one progress line with the running best.
+    atomically, adds the trial's row to the HParams dashboard, and prints one progress
+    line with the running best.
 
     Args:
         output: the run folder.
         verbose: print the progress line. Defaults to `True`.
         distribution: the `kfound.distribution` record to write into `best.json`.
+        dashboard: write TensorBoard's HParams dashboard into `<output>/tensorboard/`
+            (`kfound.tuning.hparams_dashboard`). Defaults to `True`.
     """
 
-    def __init__(self, output, verbose=True, distribution=None):
+    def __init__(self, output, verbose=True, distribution=None, dashboard=True):
         self.output = output
         self.verbose = verbose
         self.distribution = distribution
+        self.dashboard = dashboard
 
     def __call__(self, oracle, trial):
         records = trial_records(oracle)
         io_utils.write_json(os.path.join(self.output, "trials.json"), records)
+        if self.dashboard:
+            hparams_dashboard.update(dashboard_folder(self.output), oracle, records,
+                                     ended=trial.trial_id)
         best = best_record(records, oracle.objective.direction)
         if best is not None:
             write_best(self.output, best, oracle.objective, self.distribution)

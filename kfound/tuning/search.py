@@ -22,7 +22,16 @@ from keras_tuner.engine.trial import TrialStatus
 
 from kfound import _compat, distribution, io_utils, runs
 from kfound.data import load_digits
-from kfound.tuning import hypermodels, launch, pruning, results, space, tpe_oracle, tuners
+from kfound.tuning import (
+    hparams_dashboard,
+    hypermodels,
+    launch,
+    pruning,
+    results,
+    space,
+    tpe_oracle,
+    tuners,
+)
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
 _DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
@@ -269,14 +278,17 @@ def serve_oracle(oracle, address):
         server.stop(grace=1)
 
 
-def finish(tuner, output, quiet=False, placement=None):
-    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png`; prints the table.
+def finish(tuner, output, quiet=False, placement=None, dashboard=True):
+    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png` and the HParams
+    dashboard (`tensorboard/`, with `dashboard`); prints the table.
 
     `placement` is the `kfound.distribution` record that `best.json` gets.
     """
     oracle = tuner.oracle
     records = results.trial_records(oracle)
     io_utils.write_json(output / "trials.json", records)
+    if dashboard:
+        hparams_dashboard.update(results.dashboard_folder(output), oracle, records)
     best = results.best_record(records, oracle.objective.direction)
     if best is None:
         print("No trial completed; nothing to report.")
@@ -299,7 +311,11 @@ def finish(tuner, output, quiet=False, placement=None):
     if not quiet:
         completed = sum(r["status"] == TrialStatus.COMPLETED for r in records)
         print(f"\n{completed} trials completed; best {oracle.objective.name}="
-              f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/\n")
+              f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/")
+        if dashboard:
+            print("HParams dashboard (a row per trial): tensorboard --logdir "
+                  f"{results.dashboard_folder(output)}")
+        print()
         print(results.summary_table(records, oracle.objective.direction, oracle.objective.name))
     return best
 
@@ -336,8 +352,12 @@ def main(argv=None):
     max_trials = args.max_trials or (
         search_space.grid_size() if args.tuner == "grid"
         else _SMOKE_TRIALS if args.smoke else _DEFAULT_TRIALS)
+    dashboard = hparams_dashboard.available()
+    if not dashboard and role != "worker":
+        print("No HParams dashboard: the `tensorboard` package is not installed "
+              "(pip install tensorboard).", flush=True)
     reporter = results.SearchReporter(output, verbose=not args.quiet,
-                                      distribution=placement.record())
+                                      distribution=placement.record(), dashboard=dashboard)
     tuner = tuners.make_tuner(
         args.tuner, hypermodel, search_space.objective, directory=output,
         max_trials=max_trials, seed=args.seed, max_epochs=2 if args.smoke else args.epochs,
@@ -361,7 +381,8 @@ def main(argv=None):
         tuner.search(*search_args, **search_kwargs, verbose=0)
     if role == "worker":
         return None
-    return finish(tuner, output, quiet=args.quiet, placement=placement.record())
+    return finish(tuner, output, quiet=args.quiet, placement=placement.record(),
+                  dashboard=dashboard)
 
 
 def cli(argv=None):

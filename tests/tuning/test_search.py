@@ -42,6 +42,36 @@ def _trials(output):
     return json.loads((pathlib.Path(output) / "trials.json").read_text())
 
 
+def _dashboard(output):
+    """The HParams dashboard's rows, read back with TensorBoard's own reader and parser:
+    `{run: {"hparams": {...}, "status": "STATUS_SUCCESS", metric tag: value}}`, and the
+    experiment's hyperparameter names."""
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(pathlib.Path(output) / "tensorboard"))
+    multiplexer.Reload()
+    content = multiplexer.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
+    rows = {}
+    for run, tags in content.items():
+        if metadata.SESSION_START_INFO_TAG not in tags:
+            continue
+        start = metadata.parse_session_start_info_plugin_data(
+            tags[metadata.SESSION_START_INFO_TAG])
+        end = metadata.parse_session_end_info_plugin_data(tags[metadata.SESSION_END_INFO_TAG])
+        row = {"hparams": {name: getattr(value, value.WhichOneof("kind"))
+                           for name, value in start.hparams.items()},
+               "status": api_pb2.Status.Name(end.status)}
+        for info in experiment.metric_infos:
+            events = multiplexer.Tensors(run, info.name.tag)
+            row[info.name.tag] = float(tensor_util.make_ndarray(events[-1].tensor_proto))
+        rows[run] = row
+    return rows, [info.name for info in experiment.hparam_infos]
+
+
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband", "lipo", "tpe"])
 def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     output = tmp_path / "run"
@@ -62,6 +92,16 @@ def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     assert accuracy == pytest.approx(best["score"], abs=1e-6)
     printed = capsys.readouterr().out
     assert printed.count("] COMPLETED val_accuracy=") == 2 and "| best " in printed
+    rows, names = _dashboard(output)  # HParams: a row per trial, Hyperband's too.
+    assert sorted(names) == ["activation", "learning_rate", "units"]
+    assert sorted(rows) == sorted(t["trial_id"] for t in trials)
+    for trial in trials:
+        row = rows[trial["trial_id"]]
+        assert row["hparams"] == pytest.approx({k: v for k, v in trial["hyperparameters"].items()
+                                                if not k.startswith("tuner/")})
+        assert row["status"] == "STATUS_SUCCESS" and row["pruned"] == 0.0
+        assert row["best_val_accuracy"] == pytest.approx(trial["score"])
+        assert row["epochs_run"] == trial["epochs_run"] >= 1
 
 
 def test_a_2x2_grid_gives_4_trials_and_resumes(tmp_path):
@@ -99,7 +139,18 @@ def test_a_search_with_pruning_stops_the_hopeless_trial(tmp_path, capsys):
     assert (good["epochs_run"], good["pruned"]) == (3, False)
     assert (hopeless["epochs_run"], hopeless["pruned"]) == (1, True)
     assert hopeless["status"] == "COMPLETED" and hopeless["score"] < good["score"]
-    assert "] COMPLETED (pruned after 1 epoch) val_accuracy=" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "] COMPLETED (pruned after 1 epoch) val_accuracy=" in printed
+    # TensorBoard's HParams dashboard: a row per trial.
+    assert f"tensorboard --logdir {output / 'tensorboard'}" in printed
+    rows, names = _dashboard(output)
+    assert sorted(names) == ["learning_rate", "units"]
+    for trial, pruned in ((good, 0.0), (hopeless, 1.0)):
+        assert rows[trial["trial_id"]] == {
+            "hparams": {"learning_rate": pytest.approx(trial["hyperparameters"]["learning_rate"]),
+                        "units": 8},
+            "status": "STATUS_SUCCESS", "best_val_accuracy": pytest.approx(trial["score"]),
+            "epochs_run": trial["epochs_run"], "pruned": pruned}
     # The pruning flags change results: a rerun with others refuses to resume.
     with pytest.raises(ValueError, match=r"holds a search with another space or tuner"):
         search.main([*argv[:-6], "--output", str(output)])
