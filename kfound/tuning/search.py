@@ -1,11 +1,12 @@
 """The hyperparameter-search command line: `tuning/search.py` and `python -m kfound.tuning.search`.
 
 Reads a search-space file, runs a KerasTuner search (grid, random, bayesian, hyperband,
-lipo or tpe) on it, and writes `trials.json` (as each trial ends), `best.json`,
-`best_model.keras` and `search.png` into the run folder. Running the same command again
-resumes a search that was stopped or killed. With `--role chief|worker --oracle
-HOST:PORT` the same command is one process of a distributed search (KerasTuner's
-chief/worker protocol over gRPC, with a shared run folder).
+lipo or tpe) on it, and writes `trials.json` and TensorBoard's HParams dashboard
+(`tensorboard/`) as each trial ends, then `best.json`, `best_model.keras` and `search.png`,
+into the run folder. Running the same command again resumes a search that was stopped or
+killed. With `--role chief|worker --oracle HOST:PORT` the same command is one process of
+a distributed search (KerasTuner's chief/worker protocol over gRPC, with a shared run
+folder). `--prune median` stops hopeless trials after an epoch (`kfound.tuning.pruning`).
 """
 
 import argparse

@@ -156,6 +156,21 @@ def test_a_search_with_pruning_stops_the_hopeless_trial(tmp_path, capsys):
         search.main([*argv[:-6], "--output", str(output)])
 
 
+def test_without_tensorboard_a_search_says_so_once_and_writes_no_dashboard(
+        tmp_path, monkeypatch, capsys):
+    from kfound.tuning import hparams_dashboard
+
+    monkeypatch.setattr(hparams_dashboard, "available", lambda: False)
+    output = tmp_path / "run"
+    search.main(["--space", _space(tmp_path, SMALL), "--smoke", "--max-trials", "1",
+                 "--output", str(output)])
+    printed = capsys.readouterr().out
+    assert printed.count("No HParams dashboard: the `tensorboard` package is not installed "
+                         "(pip install tensorboard).") == 1
+    assert "tensorboard --logdir" not in printed
+    assert not (output / "tensorboard").exists() and (output / "best.json").exists()
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--epochs", "3"], r"`--epochs` fixes the epochs, but .* tunes `epochs`"),
     (["--tuner", "hyperband", "--prune", "median"],
