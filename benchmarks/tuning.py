@@ -20,6 +20,12 @@
    workers sharing the machine and with each worker pinned to a core of its own. Goal
    <= 0.6.
 4. Resident memory after trial 20 vs after trial 5 of a random search. Goal <= 1.10.
+5. Pruning (`--prune median`): random search, 30 trials of `mlp` (`tuning/spaces/mlp.yaml`
+   without its `epochs`) on digits at 20 epochs, with and without pruning, on 3 seeds,
+   side by side (the same seed proposes the same trials). Measures: the median over the
+   seeds of the unpruned search's best val_accuracy minus the pruned one's
+   (`pruning_best_gap`, goal <= 0.005), and of the pruned search's total epochs over the
+   unpruned one's (`pruning_epochs_ratio`, goal <= 0.5).
 
 `--quick` uses fewer seeds, trials and repeats (minutes on 2 shared cores).
 """
@@ -44,6 +50,7 @@ from kfound.tuning import hypermodels, launch, search, space, tuners
 from kfound.tuning.lipo_oracle import LIPOOracle
 from kfound.tuning.tpe_oracle import TPEOracle
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 _A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
 _C = np.array([1.0, 1.2, 3.0, 3.2])
 _P = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547],
@@ -361,6 +368,32 @@ def memory_benchmark(early, late, scratch):
             f"rss_trial{early}_mib": round(rss[early], 1)}
 
 
+def pruning_benchmark(seeds, trials, epochs, scratch):
+    """Random search with and without `--prune median`, interleaved seed by seed."""
+    lines = (ROOT / "tuning" / "spaces" / "mlp.yaml").read_text().splitlines(keepends=True)
+    space_file = pathlib.Path(scratch) / "mlp_pruning.yaml"  # every epoch count is --epochs
+    space_file.write_text("".join(line for line in lines if not line.startswith("  epochs:")))
+    assert "epochs" not in space.load_space(space_file).hyperparameters
+    best, total_epochs = {"none": [], "median": []}, {"none": [], "median": []}
+    for seed in range(seeds):
+        for prune in ("none", "median"):
+            output = pathlib.Path(scratch) / f"prune-{prune}-{seed}"
+            search.main(["--tuner", "random", "--space", str(space_file), "--epochs",
+                         str(epochs), "--max-trials", str(trials), "--seed", str(seed),
+                         "--prune", prune, "--quiet", "--output", str(output)])
+            records = json.loads((output / "trials.json").read_text())
+            best[prune].append(json.loads((output / "best.json").read_text())["score"])
+            total_epochs[prune].append(sum(r["epochs_run"] for r in records))
+    gaps = [a - b for a, b in zip(best["none"], best["median"], strict=True)]
+    ratios = [b / a for a, b in zip(total_epochs["none"], total_epochs["median"], strict=True)]
+    return {"pruning_best_gap": round(float(np.median(gaps)), 4),
+            "pruning_epochs_ratio": round(float(np.median(ratios)), 3),
+            "pruning_best_unpruned": [round(v, 4) for v in best["none"]],
+            "pruning_best_pruned": [round(v, 4) for v in best["median"]],
+            "pruning_epochs": total_epochs,
+            "pruning_setup": {"trials": trials, "epochs": epochs, "seeds": seeds}}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,7 +402,8 @@ def main(argv=None):
                         help="seeds per function and method in the optimizer comparison "
                              "(default: 100; 20 with --quick)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["optimizers", "dlib", "overhead", "distributed", "memory"],
+                        choices=["optimizers", "dlib", "overhead", "distributed", "memory",
+                                 "pruning"],
                         help="parts to leave out")
     args = parser.parse_args(argv)
     load_digits()  # Warm scikit-learn's import before anything is timed.
@@ -389,6 +423,10 @@ def main(argv=None):
                                              scratch))
         if "memory" not in args.skip:
             result.update(memory_benchmark(5, 20, scratch))
+        if "pruning" not in args.skip:
+            # Quick: one seed, 12 trials of 6 epochs (the rule needs 5 completed trials).
+            result.update(pruning_benchmark(*((1, 12, 6) if args.quick else (3, 30, 20)),
+                                            scratch))
         if "distributed" not in args.skip:
             # Quick: a 6-point smoke grid, which start-up dominates. Full: 12 points on all
             # of digits, 3 epochs each.

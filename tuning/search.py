@@ -2,12 +2,15 @@
 
 Runs a search described by a space file and writes its results to
 `saved_models/search-<space>-<tuner>/` (`trials.json`, `best.json`, `best_model.keras`,
-`search.png`). Run the same command again to resume a stopped or killed search.
+`search.png`, and TensorBoard's HParams dashboard in `tensorboard/`: `tensorboard --logdir
+<output>/tensorboard`). Run the same command again to resume a stopped or killed search.
+`--prune median` stops hopeless trials early (every tuner but hyperband).
 
 ```
 python tuning/search.py --tuner lipo --space tuning/spaces/mlp.yaml --max-trials 20
 python tuning/search.py --tuner grid --space tuning/spaces/mlp_grid.json --smoke
 python tuning/search.py --tuner random --space tuning/spaces/finetune.yaml --smoke
+python tuning/search.py --space tuning/spaces/mlp_lipo.yaml --epochs 20 --prune median
 ```
 
 `tuning/spaces/finetune.yaml` tunes head-only vs full fine-tuning (`kfound.finetune`) on

@@ -1,4 +1,4 @@
-"""Hyperparameter search on KerasTuner: space files, built-in hypermodels, the LIPO oracle.
+"""Hyperparameter search on KerasTuner: space files, hypermodels, the LIPO oracle, pruning.
 
 The names below are imported on first use (PEP 562), not with the package: they pull in
 KerasTuner and Keras (and, for `FinetuneHyperModel`, TensorFlow), which take seconds,
@@ -13,6 +13,7 @@ _EXPORTS = {
     "FinetuneHyperModel": "finetune_hypermodel", "MLPHyperModel": "hypermodels",
     "hypermodel_class": "hypermodels",
     "LIPOOracle": "lipo_oracle", "LIPOSearch": "lipo_oracle",
+    "MedianPruner": "pruning", "PruningOracle": "pruning",
     "Hyperparameter": "space", "SearchSpace": "space", "load_space": "space",
     "parse_space": "space",
     "TUNERS": "tuners", "make_oracle": "tuners", "make_tuner": "tuners",

@@ -6,16 +6,20 @@ import os
 from keras_tuner.engine.trial import TrialStatus
 
 from kfound import io_utils, runs
+from kfound.tuning import hparams_dashboard
 from kfound.tuning.tuners import FINISHED
 
 
 def trial_records(oracle):
     """One dict per trial, by trial id: `trial_id`, `hyperparameters`, `score`, `status`
     (a `keras_tuner.engine.trial.TrialStatus`: RUNNING, COMPLETED, FAILED, ...), `seconds`,
-    `worker` and `devices` (the `CUDA_VISIBLE_DEVICES` entries its worker had)."""
+    `worker`, `devices` (the `CUDA_VISIBLE_DEVICES` entries its worker had), `epochs_run`
+    (the epochs it trained, from its per-epoch metrics) and `pruned` (whether the oracle
+    stopped it early; a pruned trial is `COMPLETED`, scored by its best epoch)."""
     seconds = getattr(oracle, "trial_seconds", {})
     workers = getattr(oracle, "trial_workers", {})
     devices = getattr(oracle, "trial_devices", {})
+    pruned = getattr(oracle, "pruned_trials", {})
     return [
         {
             "trial_id": trial_id,
@@ -25,9 +29,22 @@ def trial_records(oracle):
             "seconds": seconds.get(trial_id),
             "worker": workers.get(trial_id),
             "devices": devices.get(trial_id),
+            "epochs_run": epochs_run(trial),
+            "pruned": trial_id in pruned,
         }
         for trial_id, trial in sorted(oracle.trials.items())
     ]
+
+
+def epochs_run(trial):
+    """The epochs a trial trained: the steps of its longest per-epoch metric history."""
+    return max((len(history.get_history()) for history in trial.metrics.metrics.values()),
+               default=0)
+
+
+def dashboard_folder(output):
+    """The folder of a search's HParams dashboard: `<output>/tensorboard`."""
+    return os.path.join(output, hparams_dashboard.FOLDER)
 
 
 def completed_records(records):
@@ -46,22 +63,29 @@ def best_record(records, direction):
 
 class SearchReporter:
     """Called by the oracle when a trial ends: rewrites `trials.json` and `best.json`
-    atomically and prints one progress line with the running best.
+    atomically, adds the trial's row to the HParams dashboard, and prints one progress
+    line with the running best.
 
     Args:
         output: the run folder.
         verbose: print the progress line. Defaults to `True`.
         distribution: the `kfound.distribution` record to write into `best.json`.
+        dashboard: write TensorBoard's HParams dashboard into `<output>/tensorboard/`
+            (`kfound.tuning.hparams_dashboard`). Defaults to `True`.
     """
 
-    def __init__(self, output, verbose=True, distribution=None):
+    def __init__(self, output, verbose=True, distribution=None, dashboard=True):
         self.output = output
         self.verbose = verbose
         self.distribution = distribution
+        self.dashboard = dashboard
 
     def __call__(self, oracle, trial):
         records = trial_records(oracle)
         io_utils.write_json(os.path.join(self.output, "trials.json"), records)
+        if self.dashboard:
+            hparams_dashboard.update(dashboard_folder(self.output), oracle, records,
+                                     ended=trial.trial_id)
         best = best_record(records, oracle.objective.direction)
         if best is not None:
             write_best(self.output, best, oracle.objective, self.distribution)
@@ -70,7 +94,8 @@ class SearchReporter:
 
 
 def progress_line(oracle, trial, records, best):
-    """`[trial 3/10] COMPLETED val_accuracy=0.9421 in 4.2s (worker1) | best 0.9533 (trial 1)`."""
+    """`[trial 3/10] COMPLETED val_accuracy=0.9421 in 4.2s (worker1) | best 0.9533 (trial 1)`;
+    a pruned trial says `COMPLETED (pruned after 3 epochs) ...`."""
     done = sum(r["status"] in FINISHED for r in records)
     total = f"/{oracle.max_trials}" if oracle.max_trials else ""
     score = "" if trial.score is None else f" {oracle.objective.name}={trial.score:.4f}"
@@ -81,7 +106,9 @@ def progress_line(oracle, trial, records, best):
     best_text = "none yet" if best is None else f"{best['score']:.4f} (trial {best['trial_id']})"
     values = " ".join(f"{k}={_short(v)}" for k, v in trial.hyperparameters.values.items()
                       if not k.startswith("tuner/"))
-    return (f"[trial {done}{total}] {trial.status}{score}{took}{by} | best {best_text} | "
+    pruned_after = getattr(oracle, "pruned_trials", {}).get(trial.trial_id)
+    pruned = "" if pruned_after is None else f" (pruned after {_epochs(pruned_after)})"
+    return (f"[trial {done}{total}] {trial.status}{pruned}{score}{took}{by} | best {best_text} | "
             f"{values}")
 
 
@@ -162,6 +189,10 @@ def _varying_numeric(records):
             found.append((len(set(values)), name, log))
     found.sort(key=lambda t: -t[0])
     return [(name, log) for _, name, log in found]
+
+
+def _epochs(count):
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def _short(value):

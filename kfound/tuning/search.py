@@ -1,11 +1,12 @@
 """The hyperparameter-search command line: `tuning/search.py` and `python -m kfound.tuning.search`.
 
 Reads a search-space file, runs a KerasTuner search (grid, random, bayesian, hyperband,
-lipo or tpe) on it, and writes `trials.json` (as each trial ends), `best.json`,
-`best_model.keras` and `search.png` into the run folder. Running the same command again
-resumes a search that was stopped or killed. With `--role chief|worker --oracle
-HOST:PORT` the same command is one process of a distributed search (KerasTuner's
-chief/worker protocol over gRPC, with a shared run folder).
+lipo or tpe) on it, and writes `trials.json` and TensorBoard's HParams dashboard
+(`tensorboard/`) as each trial ends, then `best.json`, `best_model.keras` and `search.png`,
+into the run folder. Running the same command again resumes a search that was stopped or
+killed. With `--role chief|worker --oracle HOST:PORT` the same command is one process of
+a distributed search (KerasTuner's chief/worker protocol over gRPC, with a shared run
+folder). `--prune median` stops hopeless trials after an epoch (`kfound.tuning.pruning`).
 
 Each trial in `trials.json` records `devices`, the GPUs of the process that trained it
 (`launch.visible_devices()`: `CUDA_VISIBLE_DEVICES`'s entries, or `nvidia-smi`'s). A
@@ -30,7 +31,16 @@ from keras_tuner.engine.trial import TrialStatus
 
 from kfound import _compat, distribution, io_utils, runs
 from kfound.data import load_digits
-from kfound.tuning import hypermodels, launch, results, space, tpe_oracle, tuners
+from kfound.tuning import (
+    hparams_dashboard,
+    hypermodels,
+    launch,
+    pruning,
+    results,
+    space,
+    tpe_oracle,
+    tuners,
+)
 
 SMOKE_TRAIN, SMOKE_VALIDATION = 256, 128
 _DEFAULT_TRIALS, _SMOKE_TRIALS = 10, 3
@@ -59,6 +69,21 @@ def build_parser():
                              "(default: 10); for hyperband, the most epochs of one trial")
     parser.add_argument("--executions-per-trial", type=int, default=1,
                         help="models trained per trial, their scores averaged (default: 1)")
+    parser.add_argument("--prune", choices=pruning.PRUNERS, default="none",
+                        help="stop hopeless trials early (default: none). median: after the "
+                             "warm-up, a trial stops at the end of an epoch when its best "
+                             "objective so far is worse than the median of the completed "
+                             "trials at that epoch (Google Vizier's rule, as Optuna's "
+                             "MedianPruner). A pruned trial counts as completed, scored by "
+                             "its best epoch. Not for hyperband, which prunes by its own "
+                             "schedule")
+    parser.add_argument("--prune-warmup", type=int, default=None, metavar="EPOCHS",
+                        help="with --prune median, the first epochs of every trial that are "
+                             f"never pruned (default: {pruning.WARMUP})")
+    parser.add_argument("--prune-min-trials", type=int, default=None, metavar="N",
+                        help="with --prune median, the completed trials that must have "
+                             "reached an epoch before any trial is pruned there "
+                             f"(default: {pruning.MIN_TRIALS})")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over, deleting the previous search (default: resume it)")
     parser.add_argument("--mixed-precision", action="store_true",
@@ -86,11 +111,18 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("max_trials", "epochs", "executions_per_trial"):
+    for name in ("max_trials", "epochs", "executions_per_trial", "prune_min_trials"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"argument --{name.replace('_', '-')} must be >= 1. "
                          f"Received: {name}={value}")
+    if args.prune_warmup is not None and args.prune_warmup < 0:
+        parser.error("argument --prune-warmup must be >= 0. "
+                     f"Received: prune_warmup={args.prune_warmup}")
+    for name in ("prune_warmup", "prune_min_trials"):
+        if getattr(args, name) is not None and args.prune == "none":
+            parser.error(f"argument --{name.replace('_', '-')} applies only with --prune "
+                         "median. Received: prune='none'")
     if args.tuner == "tpe" and importlib.util.find_spec("optuna") is None:
         parser.error("--tuner tpe needs Optuna, an optional dependency: "
                      f"pip install '{tpe_oracle.EXTRA}'. Received: tuner='tpe'")
@@ -159,6 +191,7 @@ def hypermodel_inputs(search_space, smoke=False, seed=0, output=None):
 
 def check_arguments(args, search_space):
     """Cross-checks the flags against the space, before anything runs."""
+    tuners.check_pruner(args.tuner, make_pruner(args))
     tuned = search_space.hyperparameters
     if "epochs" in tuned and args.epochs is not None:
         raise ValueError(
@@ -196,6 +229,8 @@ def _check_resume(output, search_space, args):
     """Refuses to resume a search that used another space or tuner."""
     saved = output / "space.json"
     config = {"tuner": args.tuner, **search_space.to_config()}
+    if args.prune != "none":  # Absent when off, so that earlier searches still resume.
+        config["prune"] = {"rule": args.prune, **make_pruner(args).get_config()}
     if saved.exists() and not args.overwrite:
         previous = json.loads(saved.read_text(encoding="utf-8"))
         if previous != json.loads(json.dumps(config, default=io_utils._json_default)):
@@ -205,6 +240,14 @@ def _check_resume(output, search_space, args):
                 f"Received: output={str(output)!r}"
             )
     io_utils.write_json(saved, config)
+
+
+def make_pruner(args):
+    """The `--prune` rule with its flags, or `None`."""
+    return pruning.make_pruner(
+        args.prune,
+        warmup=pruning.WARMUP if args.prune_warmup is None else args.prune_warmup,
+        min_trials=args.prune_min_trials or pruning.MIN_TRIALS)
 
 
 def wait_for_chief(address, timeout, log=print):
@@ -265,14 +308,17 @@ def serve_oracle(oracle, address):
         server.stop(grace=1)
 
 
-def finish(tuner, output, quiet=False, placement=None):
-    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png`; prints the table.
+def finish(tuner, output, quiet=False, placement=None, dashboard=True):
+    """Writes `trials.json`, `best.json`, `best_model.keras`, `search.png` and the HParams
+    dashboard (`tensorboard/`, with `dashboard`); prints the table.
 
     `placement` is the `kfound.distribution` record that `best.json` gets.
     """
     oracle = tuner.oracle
     records = results.trial_records(oracle)
     io_utils.write_json(output / "trials.json", records)
+    if dashboard:
+        hparams_dashboard.update(results.dashboard_folder(output), oracle, records)
     best = results.best_record(records, oracle.objective.direction)
     if best is None:
         print("No trial completed; nothing to report.")
@@ -295,7 +341,11 @@ def finish(tuner, output, quiet=False, placement=None):
     if not quiet:
         completed = sum(r["status"] == TrialStatus.COMPLETED for r in records)
         print(f"\n{completed} trials completed; best {oracle.objective.name}="
-              f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/\n")
+              f"{best['score']:.4f} (trial {best['trial_id']}). Results in {output}/")
+        if dashboard:
+            print("HParams dashboard (a row per trial): tensorboard --logdir "
+                  f"{results.dashboard_folder(output)}")
+        print()
         print(results.summary_table(records, oracle.objective.direction, oracle.objective.name))
     return best
 
@@ -334,8 +384,12 @@ def main(argv=None):
     max_trials = args.max_trials or (
         search_space.grid_size() if args.tuner == "grid"
         else _SMOKE_TRIALS if args.smoke else _DEFAULT_TRIALS)
+    dashboard = hparams_dashboard.available()
+    if not dashboard and role != "worker":
+        print("No HParams dashboard: the `tensorboard` package is not installed "
+              "(pip install tensorboard).", flush=True)
     reporter = results.SearchReporter(output, verbose=not args.quiet,
-                                      distribution=placement.record())
+                                      distribution=placement.record(), dashboard=dashboard)
     tuner = tuners.make_tuner(
         args.tuner, hypermodel, search_space.objective, directory=output,
         max_trials=max_trials, seed=args.seed, max_epochs=2 if args.smoke else args.epochs,
@@ -346,6 +400,7 @@ def main(argv=None):
                    else None),
         devices=(functools.partial(worker_devices, output) if role == "chief"
                  else lambda tuner_id: devices),
+        pruner=make_pruner(args),
     )
     if role != "worker" and not args.quiet:
         done = sum(t.status in tuners.FINISHED for t in tuner.oracle.trials.values())
@@ -361,7 +416,8 @@ def main(argv=None):
         tuner.search(*search_args, **search_kwargs, verbose=0)
     if role == "worker":
         return None
-    return finish(tuner, output, quiet=args.quiet, placement=placement.record())
+    return finish(tuner, output, quiet=args.quiet, placement=placement.record(),
+                  dashboard=dashboard)
 
 
 def cli(argv=None):

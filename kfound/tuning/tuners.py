@@ -15,6 +15,13 @@ are KerasTuner's own, with three additions that a search killed with `kill -9` n
 They also time each trial, remember which worker ran it and on which devices, and call
 a `reporter` when a trial ends (on the chief, in a distributed search), which writes
 `trials.json`.
+
+The tuner reports every epoch's metrics to the oracle (`oracle.update_trial(trial_id,
+metrics, step=epoch)`), so each trial's `trial.json` holds its learning curve, and every
+oracle but Hyperband's can prune (`kfound.tuning.pruning`): when `update_trial` returns
+a `STOPPED` trial, the tuner stops the fit (`model.stop_training = True`). A trial's
+score is its best epoch, as in KerasTuner; with several executions per trial, each
+epoch's value is the mean over the executions.
 """
 
 import gc
@@ -22,6 +29,7 @@ import itertools
 import json
 import os
 import time
+import warnings
 
 import keras
 import keras_tuner as kt
@@ -29,6 +37,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from kfound import _compat, distribution, io_utils
 from kfound.tuning.lipo_oracle import LIPOOracle
+from kfound.tuning.pruning import PruningOracle
 from kfound.tuning.tpe_oracle import TPEOracle
 
 TUNERS = ("grid", "random", "bayesian", "hyperband", "lipo", "tpe")
@@ -70,7 +79,13 @@ class ResumableOracle(_compat.TrialFileHook):
             self.trial_workers[trial.trial_id] = tuner_id
             if self.devices is not None:
                 self.trial_devices[trial.trial_id] = self.devices(tuner_id)
+            self.trial_handed_out(trial)
         return trial
+
+    def trial_handed_out(self, trial):
+        """Clears the per-epoch metrics of a trial handed out again (a retry, a resume):
+        it trains from its first epoch, so its old epochs must not mix with the new."""
+        trial.metrics.metrics.clear()
 
     @kt.synchronized
     def end_trial(self, trial):
@@ -117,7 +132,7 @@ class ResumableOracle(_compat.TrialFileHook):
             self.set_state(state)
 
 
-class GridOracle(ResumableOracle, kt.Oracle):
+class GridOracle(PruningOracle, ResumableOracle, kt.Oracle):
     """A grid search over every combination of the space's values, resumable and parallel.
 
     The grid is KerasTuner's: each hyperparameter's `values` (an unstepped `Float` gives
@@ -171,24 +186,24 @@ def _point_key(values):
     return tuple(sorted((k, repr(v)) for k, v in values.items()))
 
 
-class RandomOracle(ResumableOracle, kt.oracles.RandomSearchOracle):
-    """KerasTuner's random search, resumable."""
+class RandomOracle(PruningOracle, ResumableOracle, kt.oracles.RandomSearchOracle):
+    """KerasTuner's random search, resumable, with optional pruning."""
 
 
-class BayesianOracle(ResumableOracle, kt.oracles.BayesianOptimizationOracle):
-    """KerasTuner's Gaussian-process Bayesian optimization, resumable."""
+class BayesianOracle(PruningOracle, ResumableOracle, kt.oracles.BayesianOptimizationOracle):
+    """KerasTuner's Gaussian-process Bayesian optimization, resumable, with optional pruning."""
 
 
 class HyperbandOracle(ResumableOracle, kt.oracles.HyperbandOracle):
     """KerasTuner's Hyperband, resumable."""
 
 
-class ResumableLIPOOracle(ResumableOracle, LIPOOracle):
-    """kfound's AdaLIPO oracle, resumable."""
+class ResumableLIPOOracle(PruningOracle, ResumableOracle, LIPOOracle):
+    """kfound's AdaLIPO oracle, resumable, with optional pruning."""
 
 
-class ResumableTPEOracle(ResumableOracle, TPEOracle):
-    """Optuna's TPE sampler as an oracle, resumable."""
+class ResumableTPEOracle(PruningOracle, ResumableOracle, TPEOracle):
+    """Optuna's TPE sampler as an oracle, resumable, with optional pruning."""
 
 
 class _TunerMixin:
@@ -211,6 +226,18 @@ class _TunerMixin:
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         self.trial_began = time.time()
+        self.trial_pruned_after = None  # epochs run when the oracle stopped the trial
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        """Reports the epoch's metrics to the oracle; stops the fit if the oracle says so."""
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        if not logs or not self.oracle.objective.has_value(logs):
+            return
+        metrics = {name: float(value) for name, value in logs.items()}
+        reported = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
+        if reported.status == TrialStatus.STOPPED:
+            model.stop_training = True
+            self.trial_pruned_after = epoch + 1
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -219,8 +246,11 @@ class _TunerMixin:
             ended = self.oracle.get_trial(trial.trial_id)
             score = "" if ended.score is None else (
                 f" {self.oracle.objective.name}={ended.score:.4f}")
+            pruned = ("" if self.trial_pruned_after is None
+                      else f", pruned after {self.trial_pruned_after} epoch"
+                      f"{'' if self.trial_pruned_after == 1 else 's'}")
             self.trial_log(f"[{self.tuner_id}] trial {trial.trial_id} {ended.status}{score} "
-                           f"in {time.time() - self.trial_began:.1f}s")
+                           f"in {time.time() - self.trial_began:.1f}s{pruned}")
 
     def save(self):
         if not _compat.is_worker(self):
@@ -239,7 +269,13 @@ class _TunerMixin:
             gc.collect()
             gc.freeze()
         try:
-            super().search(*fit_args, **fit_kwargs)
+            with warnings.catch_warnings():
+                # KerasTuner deprecates reporting metrics from inside `run_trial`, which our
+                # per-epoch `update_trial` (its own seam for intermediate results) is to it.
+                warnings.filterwarnings(
+                    "ignore", message="The use case of calling `self.oracle.update_trial",
+                    category=DeprecationWarning)
+                super().search(*fit_args, **fit_kwargs)
         finally:
             # KerasTuner frees a trial's model when the next one is built: free the last.
             keras.utils.clear_session(free_memory=True)
@@ -258,8 +294,18 @@ class HyperbandTuner(_TunerMixin, kt.Hyperband):
         _compat.init_tuner_with_oracle(self, oracle, **kwargs)
 
 
+def check_pruner(name, pruner):
+    """Refuses a pruner for Hyperband, whose schedule of rounds prunes already."""
+    if name == "hyperband" and pruner is not None:
+        raise ValueError(
+            "Argument `prune` does not apply to tuner `hyperband`, which prunes by its own "
+            "schedule (successive halving); use another tuner, or hyperband without "
+            f"pruning. Received: prune={type(pruner).__name__.removesuffix('Pruner').lower()!r}"
+        )
+
+
 def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, reporter=None,
-                devices=None):
+                devices=None, pruner=None):
     """Builds a resumable oracle for tuner `name`.
 
     Args:
@@ -271,6 +317,8 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
         max_epochs: Hyperband's largest number of epochs for one trial.
         reporter: an optional `reporter(oracle, trial)` called after each trial ends.
         devices: an optional `devices(tuner_id)`, the device list each trial records.
+        pruner: a `kfound.tuning.pruning.MedianPruner` that stops hopeless trials after
+            an epoch, or `None` (the default). Not for Hyperband.
 
     Returns:
         A `keras_tuner.Oracle`.
@@ -279,22 +327,23 @@ def make_oracle(name, objective, max_trials=None, seed=None, max_epochs=None, re
         raise ValueError(
             f"Argument `tuner` must be one of {list(TUNERS)}. Received: tuner={name!r}"
         )
+    check_pruner(name, pruner)
     common = {"objective": objective, "seed": seed, "reporter": reporter, "devices": devices}
     if name == "hyperband":
         oracle = HyperbandOracle(max_epochs=max_epochs or 10, **common)
         oracle.max_trials = max_trials
         return oracle
     if name == "grid":
-        return GridOracle(max_trials=max_trials, **common)
+        return GridOracle(max_trials=max_trials, pruner=pruner, **common)
     cls = {"random": RandomOracle, "bayesian": BayesianOracle, "lipo": ResumableLIPOOracle,
            "tpe": ResumableTPEOracle}[name]
-    return cls(max_trials=max_trials or 10, **common)
+    return cls(max_trials=max_trials or 10, pruner=pruner, **common)
 
 
 def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=None,
                max_epochs=None, project_name="keras_tuner", overwrite=False,
                executions_per_trial=1, distribution_strategy="auto", reporter=None,
-               trial_log=None, devices=None):
+               trial_log=None, devices=None, pruner=None):
     """Builds a resumable KerasTuner tuner.
 
     Args:
@@ -303,7 +352,7 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
         hypermodel: a `keras_tuner.HyperModel`.
         objective: a `keras_tuner.Objective` or metric name.
         directory: the folder holding KerasTuner's project folder.
-        max_trials, seed, max_epochs, reporter, devices: as for `make_oracle`.
+        max_trials, seed, max_epochs, reporter, devices, pruner: as for `make_oracle`.
         project_name: KerasTuner's project folder name. Defaults to `"keras_tuner"`.
         overwrite: start over instead of resuming. Defaults to `False`.
         executions_per_trial: models trained per trial, their scores averaged.
@@ -327,7 +376,8 @@ def make_tuner(name, hypermodel, objective, directory, max_trials=None, seed=Non
     """
     if distribution_strategy == "auto":
         distribution_strategy = distribution.setup().strategy
-    oracle = make_oracle(name, objective, max_trials, seed, max_epochs, reporter, devices)
+    oracle = make_oracle(name, objective, max_trials, seed, max_epochs, reporter, devices,
+                         pruner)
     cls = HyperbandTuner if name == "hyperband" else Tuner
     tuner = cls(oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
                 project_name=project_name, overwrite=overwrite,

@@ -297,3 +297,27 @@ def test_too_few_devices_is_a_clear_error():
         launch.assign_devices("auto", 3, environ)
     with pytest.raises(ValueError, match=r"needs workers \* gpus_per_worker = 4 devices"):
         launch.assign_devices(2, 2, environ)
+
+
+@pytest.mark.slow
+def test_a_worker_is_pruned_by_the_chief_s_oracle(tmp_path, monkeypatch, capfd):
+    # The worker's `update_trial` goes over gRPC to the chief's oracle, which decides; its
+    # STOPPED status comes back in KerasTuner's UpdateTrial response.
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    config = json.loads(json.dumps(GRID))
+    config["hyperparameters"] = {
+        "learning_rate": {"type": "choice", "values": [0.03, 1e-5], "default": 0.03},
+        "units": {"type": "choice", "values": [8]}}
+    space = tmp_path / "pruned.json"
+    space.write_text(json.dumps(config))
+    output = tmp_path / "run"
+    code = launch.launch(["--tuner", "grid", "--space", str(space), "--epochs", "3",
+                          "--prune", "median", "--prune-warmup", "0", "--prune-min-trials",
+                          "1", "--output", str(output)], workers=1)
+    assert code == 0
+    good, hopeless = _trials(output)
+    assert (good["epochs_run"], good["pruned"]) == (3, False)
+    assert (hopeless["epochs_run"], hopeless["pruned"]) == (1, True)
+    printed = capfd.readouterr().out
+    assert re.search(r"^\[worker1\] trial 1 COMPLETED val_accuracy=[\d.]+ in [\d.]+s, "
+                     r"pruned after 1 epoch$", printed, re.M)

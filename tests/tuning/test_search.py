@@ -42,6 +42,36 @@ def _trials(output):
     return json.loads((pathlib.Path(output) / "trials.json").read_text())
 
 
+def _dashboard(output):
+    """The HParams dashboard's rows, read back with TensorBoard's own reader and parser:
+    `{run: {"hparams": {...}, "status": "STATUS_SUCCESS", metric tag: value}}`, and the
+    experiment's hyperparameter names."""
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(pathlib.Path(output) / "tensorboard"))
+    multiplexer.Reload()
+    content = multiplexer.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
+    rows = {}
+    for run, tags in content.items():
+        if metadata.SESSION_START_INFO_TAG not in tags:
+            continue
+        start = metadata.parse_session_start_info_plugin_data(
+            tags[metadata.SESSION_START_INFO_TAG])
+        end = metadata.parse_session_end_info_plugin_data(tags[metadata.SESSION_END_INFO_TAG])
+        row = {"hparams": {name: getattr(value, value.WhichOneof("kind"))
+                           for name, value in start.hparams.items()},
+               "status": api_pb2.Status.Name(end.status)}
+        for info in experiment.metric_infos:
+            events = multiplexer.Tensors(run, info.name.tag)
+            row[info.name.tag] = float(tensor_util.make_ndarray(events[-1].tensor_proto))
+        rows[run] = row
+    return rows, [info.name for info in experiment.hparam_infos]
+
+
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband", "lipo", "tpe"])
 def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     output = tmp_path / "run"
@@ -62,6 +92,16 @@ def test_every_tuner_runs_a_smoke_search(tmp_path, tuner, capsys):
     assert accuracy == pytest.approx(best["score"], abs=1e-6)
     printed = capsys.readouterr().out
     assert printed.count("] COMPLETED val_accuracy=") == 2 and "| best " in printed
+    rows, names = _dashboard(output)  # HParams: a row per trial, Hyperband's too.
+    assert sorted(names) == ["activation", "learning_rate", "units"]
+    assert sorted(rows) == sorted(t["trial_id"] for t in trials)
+    for trial in trials:
+        row = rows[trial["trial_id"]]
+        assert row["hparams"] == pytest.approx({k: v for k, v in trial["hyperparameters"].items()
+                                                if not k.startswith("tuner/")})
+        assert row["status"] == "STATUS_SUCCESS" and row["pruned"] == 0.0
+        assert row["best_val_accuracy"] == pytest.approx(trial["score"])
+        assert row["epochs_run"] == trial["epochs_run"] >= 1
 
 
 def test_a_2x2_grid_gives_4_trials_and_resumes(tmp_path, monkeypatch):
@@ -83,8 +123,61 @@ def test_a_2x2_grid_gives_4_trials_and_resumes(tmp_path, monkeypatch):
     assert [t["devices"] for t in trials] == [["2", "3"], ["2", "3"], ["1"], ["1"]]
 
 
+PRUNED = {  # A grid: the default learning rate learns, the other barely moves.
+    "model": "mlp", "dataset": "digits", "objective": "val_accuracy",
+    "hyperparameters": {
+        "learning_rate": {"type": "choice", "values": [0.03, 1e-5], "default": 0.03},
+        "units": {"type": "choice", "values": [8]},
+    },
+}
+
+
+def test_a_search_with_pruning_stops_the_hopeless_trial(tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = ["--tuner", "grid", "--space", _space(tmp_path, PRUNED), "--epochs", "3",
+            "--prune", "median", "--prune-warmup", "0", "--prune-min-trials", "1",
+            "--output", str(output)]
+    search.main(argv)
+    good, hopeless = _trials(output)
+    assert (good["epochs_run"], good["pruned"]) == (3, False)
+    assert (hopeless["epochs_run"], hopeless["pruned"]) == (1, True)
+    assert hopeless["status"] == "COMPLETED" and hopeless["score"] < good["score"]
+    printed = capsys.readouterr().out
+    assert "] COMPLETED (pruned after 1 epoch) val_accuracy=" in printed
+    # TensorBoard's HParams dashboard: a row per trial.
+    assert f"tensorboard --logdir {output / 'tensorboard'}" in printed
+    rows, names = _dashboard(output)
+    assert sorted(names) == ["learning_rate", "units"]
+    for trial, pruned in ((good, 0.0), (hopeless, 1.0)):
+        assert rows[trial["trial_id"]] == {
+            "hparams": {"learning_rate": pytest.approx(trial["hyperparameters"]["learning_rate"]),
+                        "units": 8},
+            "status": "STATUS_SUCCESS", "best_val_accuracy": pytest.approx(trial["score"]),
+            "epochs_run": trial["epochs_run"], "pruned": pruned}
+    # The pruning flags change results: a rerun with others refuses to resume.
+    with pytest.raises(ValueError, match=r"holds a search with another space or tuner"):
+        search.main([*argv[:-6], "--output", str(output)])
+
+
+def test_without_tensorboard_a_search_says_so_once_and_writes_no_dashboard(
+        tmp_path, monkeypatch, capsys):
+    from kfound.tuning import hparams_dashboard
+
+    monkeypatch.setattr(hparams_dashboard, "available", lambda: False)
+    output = tmp_path / "run"
+    search.main(["--space", _space(tmp_path, SMALL), "--smoke", "--max-trials", "1",
+                 "--output", str(output)])
+    printed = capsys.readouterr().out
+    assert printed.count("No HParams dashboard: the `tensorboard` package is not installed "
+                         "(pip install tensorboard).") == 1
+    assert "tensorboard --logdir" not in printed
+    assert not (output / "tensorboard").exists() and (output / "best.json").exists()
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--epochs", "3"], r"`--epochs` fixes the epochs, but .* tunes `epochs`"),
+    (["--tuner", "hyperband", "--prune", "median"],
+     r"`prune` does not apply to tuner `hyperband`.* Received: prune='median'$"),
 ])
 def test_flags_that_contradict_the_space(tmp_path, argv, match):
     config = json.loads(json.dumps(SMALL))
@@ -110,6 +203,13 @@ def test_resume_refuses_another_space(tmp_path):
                                r"names a file in the run folder\). Received: worker_id='../w1'"),
     (["--max-trials", "0"], r"--max-trials must be >= 1"),
     (["--connect-timeout", "0"], r"--connect-timeout must be > 0 seconds"),
+    (["--prune", "mean"], r"--prune: invalid choice: 'mean'"),
+    (["--prune", "median", "--prune-warmup", "-1"],
+     r"--prune-warmup must be >= 0. Received: prune_warmup=-1"),
+    (["--prune", "median", "--prune-min-trials", "0"],
+     r"--prune-min-trials must be >= 1. Received: prune_min_trials=0"),
+    (["--prune-warmup", "3"], r"--prune-warmup applies only with --prune median. "
+                              r"Received: prune='none'"),
 ])
 def test_bad_flags(tmp_path, argv, match, capsys):
     with pytest.raises(SystemExit):

@@ -52,6 +52,8 @@ print(sys.modules["tensorflow"])
         best = json.loads((tmp_path / model / "best.json").read_text())
         assert best["distribution"] == {"kind": "none", "devices": 1}
         assert (tmp_path / model / "best_model.keras").exists()
+        # TensorBoard's HParams dashboard is written without TensorFlow too.
+        assert (tmp_path / model / "tensorboard" / "0" / "events.out.tfevents.kfound").exists()
 
 
 def test_data_parallel_over_two_devices_equals_one_device(tmp_path):
