@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import secrets
 
 
@@ -87,6 +88,52 @@ def save_model(model, path):
     """Saves a Keras model to a `.keras` file atomically."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def load_model(path, argument="model", **kwargs):
+    """`keras.saving.load_model`, with a clear error for a kfound class that Keras lacks.
+
+    A model that uses a kfound class (registered as `kfound>NAME`) loads only once
+    `import kfound` has registered it. Keras's own error then prints the whole model config;
+    this one names the class and says what to do, in one line.
+
+    Args:
+        path: the `.keras` file.
+        argument: the flag or argument that gave `path`, for the message. Defaults to
+            `"model"`.
+        **kwargs: passed on to `keras.saving.load_model` (for example `compile=False`).
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: the model uses a `kfound>NAME` class that is not registered.
+    """
+    import keras  # here, not at the top: this module needs only the standard library
+
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except TypeError as error:
+        name = _unknown_kfound_class(error)
+        if name is None:
+            raise
+        raise ValueError(
+            f"Argument `{argument}` is a model that uses the class `{name}`, which is not "
+            "registered: in a script of your own, `import kfound` before loading it; if kfound "
+            "is imported, the model comes from another kfound version, which has that class. "
+            f"Received: {argument}={os.fspath(path)!r}"
+        ) from None
+
+
+def _unknown_kfound_class(error):
+    """The `kfound>NAME` class whose absence caused Keras's loading `error`, or `None`."""
+    while error is not None:
+        text = str(error)
+        found = re.search(r"Could not locate class '([\w.]+)'", text)
+        if found and f"'registered_name': 'kfound>{found.group(1)}'" in text:
+            return f"kfound>{found.group(1)}"
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def save_figure(figure, path, **kwargs):

@@ -47,7 +47,7 @@ def load_classifier(path):
         )
     with open(classes, encoding="utf-8") as f:
         class_names = json.load(f)
-    return keras.saving.load_model(path), class_names
+    return io_utils.load_model(path), class_names
 
 
 def imagenet_classifier(name, weights="imagenet", image_size=None, alpha=None):

@@ -4,11 +4,16 @@ A recipe's `main()` does:
 
 ```python
 parser = argparse.ArgumentParser(description=__doc__)
-kfound.runs.add_run_arguments(parser, run_name="vanishing_gradients")
+kfound.runs.add_run_arguments(parser, run_name="vanishing_gradients", not_results=())
 parser.add_argument("--epochs", type=int, default=30, help="...")
 args = parser.parse_args(argv)
-output = kfound.runs.start_run(args)  # makes the folder, writes args.json, seeds everything
+output = kfound.runs.start_run(args)  # checks a rerun, writes args.json, seeds everything
+...
+return kfound.runs.finish_run(args, report, plot(rows))  # report.json, the PNG, what next
 ```
+
+The flags and the rerun rule live in `kfound.run_arguments`, which needs only the standard
+library; this module re-exports them.
 """
 
 import contextlib
@@ -19,51 +24,73 @@ import keras
 
 from kfound import io_utils
 from kfound.data.spec import parse_dataset, safe_name
+from kfound.run_arguments import DEFAULT_SEED as DEFAULT_SEED
+from kfound.run_arguments import SAVED_MODELS as SAVED_MODELS
+from kfound.run_arguments import add_run_arguments as add_run_arguments
+from kfound.run_arguments import check_rerun as check_rerun
+from kfound.run_arguments import result_arguments as result_arguments
 
-DEFAULT_SEED = 1337
-SAVED_MODELS = "saved_models"
-
-
-def add_run_arguments(parser, run_name):
-    """Adds `--seed`, `--output` and `--smoke` to an `argparse.ArgumentParser`.
-
-    Args:
-        parser: the parser to extend.
-        run_name: the run's folder name; `--output` defaults to `saved_models/<run_name>/`.
-            A string may hold `{placeholders}` naming other arguments (for example
-            `"finetune-{dataset}-{backbone}-{state}"`); `start_run` fills them in.
-    """
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED,
-        help=f"random seed for Python, NumPy and the backend (default: {DEFAULT_SEED})",
-    )
-    parser.add_argument(
-        "--output", default=None,
-        help=f"run folder for models, metrics and plots (default: {SAVED_MODELS}/{run_name}/)",
-    )
-    parser.add_argument(
-        "--smoke", action="store_true",
-        help="a tiny, seconds-long run that checks the plumbing, not the result",
-    )
-    parser.set_defaults(_run_name=run_name)
-    return parser
+# The dots per inch of every recipe's plot.
+PLOT_DPI = 100
 
 
 def start_run(args):
-    """Resolves the run folder, writes `args.json` into it and seeds every generator.
+    """Resolves the run folder, applies the rerun rule, writes `args.json`, seeds everything.
+
+    For a parser given `add_run_arguments(..., not_results=...)`, a rerun into a folder
+    that holds another run's `args.json` is refused unless every result-changing argument
+    matches or `--overwrite` is set (`kfound.run_arguments.check_rerun`, which `--overwrite`
+    has delete the previous `args.json` and `report.json`). Call it once the arguments are
+    checked and before any work.
 
     Args:
         args: the parsed `argparse.Namespace` of a parser given `add_run_arguments`.
 
     Returns:
         The run folder, a `pathlib.Path` that exists.
+
+    Raises:
+        ValueError: the rerun rule refuses the run (see `check_rerun`).
     """
     output = run_folder(args)
+    if getattr(args, "_not_results", None) is not None:
+        check_rerun(output, args)
     output.mkdir(parents=True, exist_ok=True)
     resolved = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     io_utils.write_json(output / "args.json", resolved)
     keras.utils.set_random_seed(args.seed)
     return output
+
+
+def finish_run(args, report, figure):
+    """Ends a recipe: writes `report.json` and its plot, and says where they went and what next.
+
+    Args:
+        args: the recipe's arguments, after `start_run` (which set `args.output`).
+        report: the recipe's report, a JSON-serializable dict with the standard keys that
+            `recipes/build_index.py` checks (`recipe`, `chapter`, `claim`, `status`,
+            `verdict`, `plot`).
+        figure: the `matplotlib.figure.Figure` to save as `report["plot"]`, a PNG in the
+            run folder, at `PLOT_DPI` dots per inch.
+
+    Returns:
+        `report`.
+    """
+    output = pathlib.Path(args.output)
+    io_utils.write_json(output / "report.json", report)
+    io_utils.save_figure(figure, output / report["plot"], dpi=PLOT_DPI)
+    print(f"Wrote {output / 'report.json'}, {output / report['plot']} and "
+          f"{output / 'args.json'}")
+    name = report["recipe"]
+    if args.smoke:
+        print(f"Next: the full run, python recipes/{name}.py")
+    elif output.name == name:
+        print("Next: copy it into recipes/results/ and the index, python "
+              f"recipes/build_index.py --collect {output.parent} --recipes {name}")
+    else:
+        print(f"Next: to index it, run into a folder named {name} (--output DIR/{name}), "
+              f"then python recipes/build_index.py --collect DIR --recipes {name}")
+    return report
 
 
 def run_folder(args):

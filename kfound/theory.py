@@ -5,7 +5,9 @@
 - The convolution/pooling output-size formula of §3.2.3-3.2.4, `W2 = (W1 - F + 2P) / S + 1`,
   and Keras's `"valid"`/`"same"` paddings written in that formula's terms.
 - Small helpers the claim-testing recipes share: epochs and time to a target, the
-  gradient-descent stability limit of a least-squares problem, and mean/spread summaries.
+  gradient-descent stability limit of a least-squares problem, mean/spread summaries, and
+  `classify_gain`, which names a gain "helps", "hurts" or "no clear effect" against its
+  seed spread.
 """
 
 import math
@@ -347,6 +349,41 @@ def mean_and_spread(values):
     if values.size == 0:
         raise ValueError("Argument `values` must not be empty. Received: values=[]")
     return float(values.mean()), float(values.std())
+
+
+GAIN_EFFECTS = ("helps", "hurts", "no clear effect")
+
+
+def classify_gain(gain, spread, spreads=1.0, min_gain=0.0):
+    """Names the effect of a change from its mean gain over seeds and their spread.
+
+    A gain "helps" when it exceeds both `spreads` times the spread and `min_gain`, "hurts"
+    when it is below both their negatives, and otherwise has "no clear effect": the
+    seed-to-seed noise could have made it. With a spread of 0 (one seed), any gain above
+    `min_gain` counts.
+
+    Args:
+        gain: the mean gain (higher is better; pass an error reduction, not an error).
+        spread: the spread of the gains over seeds, such as their standard deviation (the
+            second value of `mean_and_spread` on paired gains).
+        spreads: how many spreads a gain must exceed. Defaults to `1.0`.
+        min_gain: the smallest gain that counts, however small the spread. Defaults to
+            `0.0`.
+
+    Returns:
+        One of `GAIN_EFFECTS`: `"helps"`, `"hurts"` or `"no clear effect"`.
+
+    Example:
+
+    >>> classify_gain(0.05, 0.01), classify_gain(-0.05, 0.01), classify_gain(0.005, 0.01)
+    ('helps', 'hurts', 'no clear effect')
+    """
+    threshold = spreads * spread
+    if gain > threshold and gain > min_gain:
+        return "helps"
+    if gain < -threshold and gain < -min_gain:
+        return "hurts"
+    return "no clear effect"
 
 
 def _check_length(name, values, length):

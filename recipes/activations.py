@@ -64,7 +64,7 @@ import weakref
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.callbacks import ActivationMonitor, EpochTimer
 from kfound.callbacks.monitor import sync_jax_state
 from kfound.data import load_digits
@@ -360,7 +360,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="activations")
+    runs.add_run_arguments(parser, run_name="activations", not_results=())
     parser.add_argument("--depth", type=int, default=3, help="hidden layers (default: 3)")
     parser.add_argument("--width", type=int, default=128, help="units per layer (default: 128)")
     parser.add_argument("--learning-rate", type=float, default=0.05,
@@ -395,7 +395,7 @@ def main(argv=None):
         args.depth, args.width, args.timing_width, args.epochs = 2, 16, 32, 1
         args.shock_learning_rates, args.shock_epochs, args.recovery_epochs = [1.0], 1, 1
         args.seeds, args.timing_repeats = 1, 1
-    output = runs.start_run(args)
+    runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
@@ -451,11 +451,7 @@ def main(argv=None):
                        for (a, r), v in shock.items()],
         "timing": timing,
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(shock, sparse, timing, args), output / "activations.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'activations.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(shock, sparse, timing, args))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.layers import RandomPCALighting, fit_pca_lighting
 
 AUGMENTATIONS = ("none", "flip", "shift", "rotation", "scale", "noise", "colour_jitter",
@@ -217,21 +217,15 @@ def train_and_score(x, y, train, test, augmentation, balanced, args, seed):
 """
 ## The verdicts
 
-`effect_of` names one augmentation's effect from its paired gains over `none`.
+`kfound.theory.classify_gain` names one augmentation's effect from its paired gains over
+`none`: it helps when its mean gain exceeds their spread over seeds, and hurts when its mean
+loss does.
 `augmentation_verdict` says the claim is confirmed when every label-preserving augmentation
 helps at the smallest training size, holds only under conditions when some do, and is not
 confirmed when none does; the rows at larger sizes say how the effect changes with the data.
 `label_shuffle_verdict` confirms label shuffle when its balanced-accuracy gain exceeds the
 spread of the gains.
 """
-
-
-def effect_of(gain, gain_sd):
-    if gain > gain_sd and gain > 0:
-        return "helps"
-    if gain < -gain_sd and gain < 0:
-        return "hurts"
-    return "no clear effect"
 
 
 def augmentation_verdict(rows):
@@ -259,7 +253,7 @@ def augmentation_verdict(rows):
 
 def label_shuffle_verdict(plain, shuffled, gain_sd):
     gain = shuffled - plain
-    status = "confirmed" if gain > gain_sd and gain > 0 else "not confirmed"
+    status = "confirmed" if theory.classify_gain(gain, gain_sd) == "helps" else "not confirmed"
     text = (f"label shuffle {'lifts' if gain > 0 else 'changes'} balanced accuracy from "
             f"{plain:.1%} to {shuffled:.1%} ({gain:+.1%}, spread {gain_sd:.1%})")
     return status, text
@@ -284,7 +278,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="augmentation")
+    runs.add_run_arguments(parser, run_name="augmentation", not_results=())
     parser.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS[1:],
                         default=list(AUGMENTATIONS[1:]),
                         help="augmentations to compare with none (default: all)")
@@ -310,7 +304,7 @@ def main(argv=None):
     if args.smoke:
         args.per_class, args.majority, args.minority = [5], 10, 2
         args.steps, args.seeds, args.augmentations = 2, 1, ["pca_lighting"]
-    output = runs.start_run(args)
+    runs.start_run(args)
     x, y = coloured_digits(args.seed)
 
     """
@@ -343,7 +337,7 @@ def main(argv=None):
         gain, gain_sd = theory.mean_and_spread(list(np.array(accuracies) - baseline))
         rows.append({"per_class": per_class, "augmentation": name, "accuracy": accuracy,
                      "sd": sd, "gain": gain, "gain_sd": gain_sd,
-                     "effect": "-" if name == "none" else effect_of(gain, gain_sd)})
+                     "effect": "-" if name == "none" else theory.classify_gain(gain, gain_sd)})
     augmentation_status, augmentation_text = augmentation_verdict(rows)
     plain, _ = theory.mean_and_spread(shuffle_results["plain"])
     shuffled, _ = theory.mean_and_spread(shuffle_results["label_shuffle"])
@@ -380,11 +374,7 @@ def main(argv=None):
         "runs": [{"per_class": p, "augmentation": n, "accuracy": v}
                  for (p, n), v in results.items()],
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, shuffle_results, args), output / "augmentation.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'augmentation.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(rows, shuffle_results, args))
 
 
 def plot(rows, shuffle_results, args):

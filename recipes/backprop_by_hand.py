@@ -23,7 +23,7 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 
 TOLERANCE = 1e-9
 
@@ -157,7 +157,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="backprop_by_hand")
+    runs.add_run_arguments(parser, run_name="backprop_by_hand", not_results=())
     parser.add_argument(
         "--learning-rate", type=float, default=0.5,
         help="the learning rate of the one gradient-descent step (default: 0.5, the book's)",
@@ -259,9 +259,7 @@ def run(args, output):
         "verdict": verdict,
         "plot": "gradients.png",
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(gradients, keras_gradients), output / report["plot"], dpi=100)
-    return report
+    return runs.finish_run(args, report, plot(gradients, keras_gradients))
 
 
 def _decimals(value):

@@ -37,7 +37,7 @@ import statistics
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.callbacks import EpochTimer
 from kfound.data import load_digits
 
@@ -156,7 +156,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="batch_size_tradeoff")
+    runs.add_run_arguments(parser, run_name="batch_size_tradeoff", not_results=())
     parser.add_argument("--target", type=float, default=0.95,
                         help="validation accuracy to reach (default: 0.95)")
     parser.add_argument("--max-epochs", type=int, default=400,
@@ -164,7 +164,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per batch size, interleaved; medians reported (default: 3)")
     args = parser.parse_args(argv)
-    output = runs.start_run(args)
+    runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     n_train = len(data[0][0])
     if args.smoke:
@@ -205,9 +205,7 @@ def main(argv=None):
         "verdict": verdict,
         "plot": "batch_size_tradeoff.png",
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, best, args.target), output / report["plot"], dpi=100)
-    return report
+    return runs.finish_run(args, report, plot(rows, best, args.target))
 
 
 def plot(rows, best, target):

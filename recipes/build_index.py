@@ -32,13 +32,32 @@ python recipes/build_index.py --list                   # the recipes `make recip
 """
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import re
 import shutil
 import sys
 
-from kfound import io_utils
+
+def _light_kfound_module(name):
+    """`kfound/<name>.py`, loaded by its path without running `kfound/__init__.py`.
+
+    `import kfound` registers its layers, which imports Keras and, under the TensorFlow
+    backend, TensorFlow: seconds that this script, which needs only `kfound.io_utils` (the
+    standard library alone), would wait for.
+    """
+    package = importlib.util.find_spec("kfound")  # finds kfound without importing it
+    if package is None:
+        raise ModuleNotFoundError("No module named 'kfound'", name="kfound")
+    path = pathlib.Path(package.submodule_search_locations[0]) / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"kfound_{name}_light", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+io_utils = _light_kfound_module("io_utils")  # atomic writes
 
 RECIPES = pathlib.Path(__file__).resolve().parent
 RESULTS = RECIPES / "results"

@@ -26,7 +26,7 @@ import itertools
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 
 """
 ## Real input
@@ -154,9 +154,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="conv_output_size")
+    runs.add_run_arguments(parser, run_name="conv_output_size", not_results=())
     args = parser.parse_args(argv)
-    output = runs.start_run(args)
+    runs.start_run(args)
     if args.smoke:
         sizes, kernels, strides, paddings = (5, 8), (1, 3), (1, 2), (0, 1, "valid", "same")
     else:
@@ -207,9 +207,7 @@ def main(argv=None):
         "verdict": verdict,
         "plot": "conv_output_size.png",
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(grid, same), output / report["plot"], dpi=100)
-    return report
+    return runs.finish_run(args, report, plot(grid, same))
 
 
 def plot(grid, same):

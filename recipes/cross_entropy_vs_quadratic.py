@@ -57,7 +57,7 @@ import math
 import keras
 import numpy as np
 
-from kfound import io_utils, runs
+from kfound import runs
 
 STARTS = {"saturated": (2.0, 2.0), "unsaturated": (0.6, 0.9)}
 COSTS = ("quadratic", "cross_entropy")
@@ -319,7 +319,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="cross_entropy_vs_quadratic")
+    runs.add_run_arguments(parser, run_name="cross_entropy_vs_quadratic", not_results=())
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[0.005, 0.15, 0.5],
                         help="plain gradient-descent learning rates, each tried with both costs "
                              "(default: 0.005 0.15 0.5; Nielsen's are 0.15 and 0.005)")
@@ -334,7 +334,7 @@ def main(argv=None):
     check_args(args)
     if args.smoke:
         args.learning_rates, args.steps = [0.15], 40
-    output = runs.start_run(args)
+    runs.start_run(args)
 
     rows, trajectories = [], {}
     progress = keras.utils.Progbar(len(STARTS) * len(COSTS) * len(args.learning_rates),
@@ -384,12 +384,7 @@ def main(argv=None):
         "gradient_check": gradient_rows,
         "softmax_example": softmax,
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(trajectories, args.target_output),
-                         output / "cross_entropy_vs_quadratic.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'cross_entropy_vs_quadratic.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(trajectories, args.target_output))
 
 
 if __name__ == "__main__":

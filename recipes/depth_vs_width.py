@@ -54,7 +54,7 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 
 """
 ## The target and the two exact networks
@@ -217,7 +217,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="depth_vs_width")
+    runs.add_run_arguments(parser, run_name="depth_vs_width", not_results=())
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6],
                         help="compositions of the tent map, at most 12 (default: 1 to 6)")
     parser.add_argument("--deep-width", type=int, default=4,
@@ -248,7 +248,7 @@ def main(argv=None):
                          f"12. Received: ks={args.ks}")
     if args.smoke:
         args.ks, args.max_width, args.steps, args.seeds = [1, 2], 4, 2, 1
-    output = runs.start_run(args)
+    runs.start_run(args)
     ks = sorted(set(args.ks))
     x_test = np.linspace(0.0, 1.0, 4001)
 
@@ -316,11 +316,7 @@ def main(argv=None):
         "smallest_width": width_rows,
         "runs": [{"k": k, "network": n, "relative_error": v} for (k, n), v in errors.items()],
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(trained, width_rows, args), output / "depth_vs_width.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'depth_vs_width.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(trained, width_rows, args))
 
 
 def plot(trained, width_rows, args):

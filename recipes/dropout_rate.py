@@ -29,7 +29,7 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.data import load_digits
 
 """
@@ -93,13 +93,15 @@ def verdict_for(rows):
         first = "0.5 was not run"
         half_status = "not confirmed"
     else:
-        gap = half["val_error"] - top["val_error"]
+        # Choosing 0.5 over the best rate "hurts" when it loses more than their spread.
+        loss = theory.classify_gain(top["val_error"] - half["val_error"],
+                                    max(half["val_sd"], top["val_sd"]))
         if top["rate"] == 0.5:
             half_status = "confirmed"
-        elif gap <= max(half["val_sd"], top["val_sd"]):
-            half_status = "holds only under conditions"
-        else:
+        elif loss == "hurts":
             half_status = "not confirmed"
+        else:
+            half_status = "holds only under conditions"
         first = (f"'0.5 is best' {half_status}: best rate {top['rate']:.1f} "
                  f"({top['val_error']:.2%} +- {top['val_sd']:.2%}), 0.5 gives "
                  f"{half['val_error']:.2%} +- {half['val_sd']:.2%}, no dropout "
@@ -110,9 +112,10 @@ def verdict_for(rows):
     with_norm, without = best(norms[0]), best(None)
     margin = without["val_error"] - with_norm["val_error"]
     spread = max(with_norm["val_sd"], without["val_sd"])
-    if margin > spread:
+    effect = theory.classify_gain(margin, spread)
+    if effect == "helps":
         norm_status = "confirmed"
-    elif margin > 0:
+    elif effect == "no clear effect" and margin > 0:
         norm_status = "holds only under conditions"
     else:
         norm_status = "not confirmed"
@@ -137,7 +140,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="dropout_rate")
+    runs.add_run_arguments(parser, run_name="dropout_rate", not_results=())
     parser.add_argument("--rates", nargs="+", type=float,
                         default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                         help="hidden dropout rates (default: 0.0 to 0.8 by 0.1)")
@@ -154,7 +157,7 @@ def main(argv=None):
     if args.smoke:
         args.rates, args.train_size, args.width = [0.0, 0.5], 100, 32
         args.epochs, args.seeds = 2, 1
-    output = runs.start_run(args)
+    runs.start_run(args)
     (x, y), validation = load_digits(images=False, seed=args.seed)
     data = (small_subset(x, y, args.train_size, args.seed), validation)
 
@@ -194,9 +197,7 @@ def main(argv=None):
         "verdict": verdict,
         "plot": "dropout_rate.png",
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, args), output / report["plot"], dpi=100)
-    return report
+    return runs.finish_run(args, report, plot(rows, args))
 
 
 def plot(rows, args):

@@ -16,16 +16,35 @@ python recipes/finetune.py --state predict --model saved_models/RUN/full/model.k
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import os
-import shutil
+import pathlib
 import sys
 import time
 
 # No kfound, Keras or TensorFlow import here: `import kfound` registers its layers, which
 # imports Keras and, under the TensorFlow backend, TensorFlow (seconds). The flags are parsed
 # and checked first, so a bad one is reported at once; each function imports what it uses.
+
+
+def _light_kfound_module(name):
+    """`kfound/<name>.py`, loaded by its path without running `kfound/__init__.py`.
+
+    For kfound's modules that need only the standard library, such as `run_arguments`.
+    """
+    package = importlib.util.find_spec("kfound")  # finds kfound without importing it
+    if package is None:
+        raise ModuleNotFoundError("No module named 'kfound'", name="kfound")
+    path = pathlib.Path(package.submodule_search_locations[0]) / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"kfound_{name}_light", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_arguments = _light_kfound_module("run_arguments")  # --seed, --output, --smoke, --overwrite
 
 """
 ## The three states, and the baseline
@@ -96,11 +115,11 @@ TRAIN_PER_CLASS = 5  # labelled images per class of the embedded target task
 TRAINED = ("head", "full", "scratch")
 SMALL_BACKBONE = "SmallConvNet"  # kfound.backbones.SMALL_BACKBONE, without importing it
 SMALL_BACKBONE_MIN_SIZE = 8  # kfound.backbones.SMALL_BACKBONE_MIN_SIZE
-DEFAULT_SEED = 1337  # kfound.runs.DEFAULT_SEED
 MIN_VAL_PER_CLASS = 5
-# Arguments that change no result: a rerun that differs only in them resumes.
-NOT_RESULTS = ("output", "state", "model", "images", "feature_cache", "no_feature_cache",
-               "overwrite", "min_val_per_class")
+# Arguments that change no result (besides --output and --overwrite): a rerun that differs
+# only in them resumes.
+NOT_RESULTS = ("state", "model", "images", "feature_cache", "no_feature_cache",
+               "min_val_per_class")
 # What a run writes into --output (for --state all, or one state's run folder).
 RUN_FILES = ("args.json", "comparison.json", "curves.png", "model.keras", "classes.json",
              "metrics.json", "history.csv", "predictions.csv")
@@ -180,18 +199,8 @@ def build_parser():
     parser.add_argument("--min-val-per-class", type=int, default=MIN_VAL_PER_CLASS,
                         help="warn when a class of a folder dataset has fewer validation "
                              "images than this: its accuracy would say little")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start over in --output, deleting the results and backups of a "
-                             "previous run there (default: resume it, if its arguments match)")
-    # kfound.runs.add_run_arguments's flags, declared here so that parsing imports nothing.
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help="random seed for Python, NumPy and the backend")
-    parser.add_argument("--output", default=None,
-                        help="run folder for models, metrics and plots (default: "
-                             "saved_models/finetune-DATASET-BACKBONE-STATE/)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny, seconds-long run that checks the plumbing, not the result")
-    parser.set_defaults(_run_name="finetune-{dataset}-{backbone}-{state}")
+    run_arguments.add_run_arguments(parser, run_name="finetune-{dataset}-{backbone}-{state}",
+                                    not_results=NOT_RESULTS)
     return parser
 
 
@@ -397,9 +406,8 @@ def main(argv=None):
     from kfound import distribution, io_utils, reports, runs
 
     output = runs.run_folder(args)
-    settings = {k: v for k, v in vars(args).items()
-                if k not in NOT_RESULTS and not k.startswith("_")}
-    check_rerun(output, settings, args.overwrite)
+    settings = run_arguments.result_arguments(args)
+    check_rerun(output, args)
     if args.feature_cache is None:
         args.feature_cache = str(output / "features" if args.smoke
                                  else os.path.join(runs.SAVED_MODELS, "features"))
@@ -479,29 +487,13 @@ any work, names the arguments that differ, and points to `--overwrite`.
 """
 
 
-def check_rerun(output, settings, overwrite):
-    """Refuses a rerun whose result-changing arguments differ; `overwrite` starts over."""
-    saved = output / "args.json"
-    if not saved.exists():
-        return
-    if overwrite:
-        for name in RUN_FOLDERS:
-            shutil.rmtree(output / name, ignore_errors=True)
-        for name in RUN_FILES:
-            (output / name).unlink(missing_ok=True)
-        print(f"overwrite: deleted the previous run's results and backups in {output}")
-        return
-    with open(saved, encoding="utf-8") as f:
-        previous = json.load(f)
-    current = json.loads(json.dumps(settings))
-    differ = [f"--{k.replace('_', '-')} {previous.get(k, '(absent)')!r} -> {v!r}"
-              for k, v in current.items() if previous.get(k, "(absent)") != v]
-    if differ:
-        raise ValueError(
-            f"Argument `--output` holds a run with other arguments ({saved}): "
-            f"{'; '.join(differ)}. Rerun with its arguments to resume it, pass --overwrite "
-            f"to start over, or choose another --output. Received: output={str(output)!r}"
-        )
+def check_rerun(output, args):
+    """Applies the rerun rule of `kfound.run_arguments.check_rerun` to `output`.
+
+    `--overwrite` deletes the previous run's results and backups, and keeps the caches of
+    backbone features and of the pretrained backbone.
+    """
+    run_arguments.check_rerun(output, args, remove=(*RUN_FILES, *RUN_FOLDERS))
 
 
 def check_backbone(args, image_size):

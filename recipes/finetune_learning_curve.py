@@ -63,7 +63,7 @@ import time
 import keras
 import numpy as np
 
-from kfound import backbones, finetune, io_utils, runs, theory
+from kfound import backbones, finetune, runs, theory
 from kfound import data as kdata
 
 STATES = ("head", "full", "scratch")
@@ -193,7 +193,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="finetune_learning_curve")
+    runs.add_run_arguments(parser, run_name="finetune_learning_curve", not_results=())
     parser.add_argument("--per-class", nargs="+", type=int, default=[5, 10, 25, 50, 100],
                         help="labelled training images per class (default: 5 10 25 50 100; "
                              "half B allows up to about 440)")
@@ -287,12 +287,7 @@ def main(argv=None):
         "rows": rows,
         "full_vs_head": comparison,
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, comparison, report["setup"]), output / report["plot"],
-                         dpi=100)
-    print(f"Wrote {output}; add it to the index with "
-          "`python recipes/build_index.py --collect saved_models`")
-    return report
+    return runs.finish_run(args, report, plot(rows, comparison, report["setup"]))
 
 
 def plot(rows, comparison, setup):

@@ -57,7 +57,7 @@ import math
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.data import load_digits
 from kfound.initializers import SparseInitializer
 
@@ -274,7 +274,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="initialization")
+    runs.add_run_arguments(parser, run_name="initialization", not_results=())
     parser.add_argument("--depth", type=int, default=10, help="hidden layers (default: 10)")
     parser.add_argument("--width", type=int, default=128, help="units per layer (default: 128)")
     parser.add_argument("--connections", type=int, default=10,
@@ -296,7 +296,7 @@ def main(argv=None):
     check_args(args)
     if args.smoke:
         args.depth, args.width, args.epochs, args.seeds = 4, 16, 1, 1
-    output = runs.start_run(args)
+    runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
@@ -339,11 +339,7 @@ def main(argv=None):
         "rows": train_rows,
         "runs": [{"init": i, "bias": b, "runs": v} for (i, b), v in results.items()],
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, results, args), output / "initialization.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'initialization.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(rows, results, args))
 
 
 if __name__ == "__main__":

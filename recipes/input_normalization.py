@@ -35,7 +35,7 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 
 """
 ## Data and the four feature versions
@@ -194,7 +194,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="input_normalization")
+    runs.add_run_arguments(parser, run_name="input_normalization", not_results=())
     parser.add_argument("--epochs", type=int, default=100, help="epochs per run (default: 100)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     parser.add_argument("--optimizers", nargs="+", default=["SGD", "Adam"],
@@ -214,7 +214,7 @@ def main(argv=None):
     if args.smoke:
         args.epochs, args.seeds, args.steps = 2, 1, 5
         args.optimizers, args.learning_rates = args.optimizers[:1], args.learning_rates[:1]
-    output = runs.start_run(args)
+    runs.start_run(args)
 
     results = part1(args)
     rows = part1_rows(results)
@@ -246,9 +246,7 @@ def main(argv=None):
         "verdict": verdict,
         "plot": "input_normalization.png",
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(results, paths, args), output / report["plot"], dpi=100)
-    return report
+    return runs.finish_run(args, report, plot(results, paths, args))
 
 
 def verdict_for(rows, paths, args):

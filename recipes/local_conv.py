@@ -50,7 +50,7 @@ import argparse
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.data import load_digits
 from kfound.layers import LocallyConnected2D
 
@@ -174,7 +174,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="local_conv")
+    runs.add_run_arguments(parser, run_name="local_conv", not_results=())
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[300, 1347],
                         help="training digits, one experiment each, at most 1347 "
                              "(default: 300 1347)")
@@ -192,7 +192,7 @@ def main(argv=None):
                              f"digits. Received: train_sizes={args.train_sizes}")
     if args.smoke:
         args.train_sizes, args.steps, args.seeds = [64], 2, 1
-    output = runs.start_run(args)
+    runs.start_run(args)
     (x, y), (x_test, y_test) = load_digits(images=True, seed=args.seed)
     if args.smoke:
         x_test, y_test = x_test[:128], y_test[:128]
@@ -245,11 +245,7 @@ def main(argv=None):
         "runs": [{"dataset": n, "train_size": s, "layer": la, "test_error": v}
                  for (n, s, la), v in errors.items()],
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, x, args), output / "local_conv.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'local_conv.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(rows, x, args))
 
 
 def plot(rows, x, args):

@@ -51,7 +51,7 @@ import statistics
 import keras
 import numpy as np
 
-from kfound import io_utils, layers, runs, theory
+from kfound import layers, runs, theory
 from kfound.callbacks import EpochTimer
 from kfound.data import load_digits
 
@@ -291,7 +291,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="norm_vs_batch_size")
+    runs.add_run_arguments(parser, run_name="norm_vs_batch_size", not_results=())
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[2, 4, 8, 16, 32],
                         help="batch sizes, smallest first (default: 2 4 8 16 32)")
     parser.add_argument("--normalizations", nargs="+", default=list(NORMALIZATIONS),
@@ -321,7 +321,7 @@ def main(argv=None):
     if args.smoke:
         args.batch_sizes, args.epochs, args.seeds, args.lrn_epochs = [64], 1, 1, 1
     batch_sizes = sorted(args.batch_sizes)
-    output = runs.start_run(args)
+    runs.start_run(args)
     data = load_digits(images=True, seed=args.seed)
     if args.smoke:
         (x, y), (x_val, y_val) = data
@@ -376,9 +376,7 @@ def main(argv=None):
         "verdict": verdict,
         "plot": "norm_vs_batch_size.png",
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(rows, lrn, args), output / report["plot"], dpi=100)
-    return report
+    return runs.finish_run(args, report, plot(rows, lrn, args))
 
 
 def plot(rows, lrn, args):

@@ -70,7 +70,7 @@ import math
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.callbacks import EpochTimer
 from kfound.data import load_digits
 
@@ -219,7 +219,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="optimizers")
+    runs.add_run_arguments(parser, run_name="optimizers", not_results=())
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         help=f"which to run (default: all of {', '.join(OPTIMIZERS)})")
     parser.add_argument("--learning-rates", nargs="+", type=float, default=DEFAULT_GRID,
@@ -238,7 +238,7 @@ def main(argv=None):
         args.optimizers, args.learning_rates = ["adam"], [0.01, 0.1]
         args.select_epochs, args.epochs, args.width = 1, 2, 16
         args.target_accuracy = min(args.target_accuracy, 0.2)
-    output = runs.start_run(args)
+    runs.start_run(args)
     (x, y), validation = load_digits(images=False, seed=args.seed)
     if args.smoke:
         (x, y), validation = (x[:256], y[:256]), (validation[0][:128], validation[1][:128])
@@ -288,12 +288,7 @@ def main(argv=None):
         "rows": rows,
         "curves": results,
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(results, rows, args.target_accuracy), output / "optimizers.png",
-                         dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'optimizers.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(results, rows, args.target_accuracy))
 
 
 if __name__ == "__main__":

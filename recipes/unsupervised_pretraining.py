@@ -52,7 +52,7 @@ import math
 import keras
 import numpy as np
 
-from kfound import io_utils, runs, theory
+from kfound import runs, theory
 from kfound.data import load_digits
 
 NETS = ("sigmoid", "relu_he")
@@ -141,19 +141,12 @@ def fine_tune(net, data, encoder_weights, args, seed):
 """
 ## The verdict
 
-`effect_of` names the effect of pretraining in one cell (net, labels per class) from the
-paired error reductions. The claim is confirmed when pretraining helps both nets at the
-fewest labels; it holds only under conditions when it helps in some cells (say, the sigmoid
-net only, or few labels only); it is not confirmed when it helps in none.
+`kfound.theory.classify_gain` names the effect of pretraining in one cell (net, labels per
+class) from the paired error reductions and their spread over seeds. The claim is confirmed
+when pretraining helps both nets at the fewest labels; it holds only under conditions when it
+helps in some cells (say, the sigmoid net only, or few labels only); it is not confirmed when
+it helps in none.
 """
-
-
-def effect_of(gain, gain_sd):
-    if gain > gain_sd and gain > 0:
-        return "helps"
-    if gain < -gain_sd and gain < 0:
-        return "hurts"
-    return "no clear effect"
 
 
 def verdict_for(cells):
@@ -183,7 +176,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="unsupervised_pretraining")
+    runs.add_run_arguments(parser, run_name="unsupervised_pretraining", not_results=())
     parser.add_argument("--labels-per-class", type=int, nargs="+", default=[5, 25, 100],
                         help="labelled training digits per class, at most 120 "
                              "(default: 5 25 100)")
@@ -206,7 +199,7 @@ def main(argv=None):
     if args.smoke:
         args.labels_per_class, args.depth, args.width = [2], 2, 8
         args.pretrain_epochs, args.steps, args.seeds = 1, 2, 1
-    output = runs.start_run(args)
+    runs.start_run(args)
     (x, y), test = load_digits(images=False, seed=args.seed)
     if args.smoke:
         x, y, test = x[:256], y[:256], (test[0][:128], test[1][:128])
@@ -243,7 +236,7 @@ def main(argv=None):
             cells.append({"net": net, "per_class": per_class, "random_error": random_error,
                           "random_sd": random_sd, "pretrained_error": pretrained_error,
                           "pretrained_sd": pretrained_sd, "gain": gain, "gain_sd": gain_sd,
-                          "effect": effect_of(gain, gain_sd)})
+                          "effect": theory.classify_gain(gain, gain_sd)})
     status, text = verdict_for(cells)
     verdict = f"{status.capitalize()} ({args.depth}x{args.width} MLPs, test error): {text}."
     print(runs.format_table(cells))
@@ -264,11 +257,7 @@ def main(argv=None):
         "runs": [{"net": n, "per_class": p, "init": i, "test_error": v}
                  for (n, p, i), v in errors.items()],
     }
-    io_utils.write_json(output / "report.json", report)
-    io_utils.save_figure(plot(cells, args), output / "unsupervised_pretraining.png", dpi=100)
-    print(f"Wrote {output / 'report.json'}, {output / 'unsupervised_pretraining.png'} and "
-          f"{output / 'args.json'}")
-    return report
+    return runs.finish_run(args, report, plot(cells, args))
 
 
 def plot(cells, args):

@@ -61,7 +61,7 @@ import warnings
 import keras
 import numpy as np
 
-from kfound import io_utils, runs
+from kfound import runs
 from kfound.callbacks import ActivationMonitor, GradientMonitor
 from kfound.data import load_digits
 
@@ -198,7 +198,7 @@ def verdict_for(results, args):
     return status, text
 
 
-def plot_accuracy(results, path):
+def plot_accuracy(results):
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.5), layout="constrained")
@@ -210,14 +210,14 @@ def plot_accuracy(results, path):
     axes.set_ylabel("validation accuracy")
     axes.set_title("Same deep MLP, five activations / initializations")
     axes.legend()
-    io_utils.save_figure(figure, path, dpi=100)
+    return figure
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="vanishing_gradients")
+    runs.add_run_arguments(parser, run_name="vanishing_gradients", not_results=())
     parser.add_argument("--depth", type=int, default=8, help="hidden layers (default: 8)")
     parser.add_argument("--width", type=int, default=32, help="units per layer (default: 32)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs per run (default: 40)")
@@ -254,9 +254,6 @@ def main(argv=None):
         "target_accuracy": args.target_accuracy, "variants": results,
         "verdicts": verdicts(results),
     }
-    plot_accuracy(results, output / report["plot"])
-    io_utils.write_json(output / "report.json", report)
-
     rows = [
         {
             "variant": variant,
@@ -271,8 +268,7 @@ def main(argv=None):
     for name, holds in report["verdicts"].items():
         print(f"{name}: {'holds' if holds else 'does NOT hold'}")
     print(f"verdict: {status}: {verdict}")
-    print(f"Wrote {output}")
-    return report
+    return runs.finish_run(args, report, plot_accuracy(results))
 
 
 if __name__ == "__main__":

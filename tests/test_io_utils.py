@@ -2,6 +2,7 @@ import json
 import os
 import stat
 
+import keras
 import pytest
 
 from kfound import io_utils
@@ -68,3 +69,33 @@ def test_check_writable_folder_refuses_a_read_only_folder(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"is not writable by this user\. Received: "
                                          r"model_dir="):
         io_utils.check_writable_folder(tmp_path / "run", argument="model_dir")
+
+
+def save_model_with_an_unregistered_class(path, package="kfound"):
+    """Saves a model whose last layer is a class then unregistered, as `package>Vanished`."""
+
+    @keras.saving.register_keras_serializable(package=package, name="Vanished")
+    class Vanished(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    io_utils.save_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), Vanished()]),
+                        path)
+    del keras.saving.get_custom_objects()[f"{package}>Vanished"]
+    return path
+
+
+def test_load_model_names_an_unregistered_kfound_class(tmp_path):
+    path = save_model_with_an_unregistered_class(tmp_path / "model.keras")
+    with pytest.raises(ValueError) as error:
+        io_utils.load_model(path, argument="weights")
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 400
+    assert "uses the class `kfound>Vanished`" in message and "`import kfound`" in message
+    assert message.endswith(f"Received: weights={str(path)!r}")
+
+
+def test_load_model_leaves_other_errors_to_keras(tmp_path):
+    path = save_model_with_an_unregistered_class(tmp_path / "model.keras", package="theirs")
+    with pytest.raises(TypeError, match="Could not locate class 'Vanished'"):
+        io_utils.load_model(path)

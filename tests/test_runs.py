@@ -1,8 +1,12 @@
 import argparse
+import ast
 import json
+import pathlib
+import sys
 
 import pytest
 
+import kfound.run_arguments
 from kfound import runs
 from kfound.data import load_digits
 
@@ -30,6 +34,104 @@ def test_start_run_honours_output(tmp_path):
     args = _parse(["--output", str(tmp_path / "here"), "--smoke"])
     assert runs.start_run(args) == tmp_path / "here"
     assert json.loads((tmp_path / "here" / "args.json").read_text())["smoke"] is True
+
+
+def _recipe_args(argv):
+    parser = argparse.ArgumentParser()
+    runs.add_run_arguments(parser, run_name="demo", not_results=("verbose",))
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _first_run(folder):
+    args = _recipe_args(["--output", str(folder)])
+    runs.start_run(args)
+    (folder / "report.json").write_text("{}")
+    (folder / "cache").mkdir()
+    return json.loads((folder / "args.json").read_text())
+
+
+def test_a_rerun_with_other_results_arguments_is_refused_before_any_work(tmp_path):
+    recorded = _first_run(tmp_path)
+    assert recorded["overwrite"] is False and "_not_results" not in recorded
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    args = _recipe_args(["--output", str(tmp_path), "--rate", "0.1", "--sizes", "3", "--seed",
+                         "2", "--verbose"])
+    with pytest.raises(ValueError) as error:
+        runs.start_run(args)
+    message = str(error.value)
+    assert "--seed 1337 -> 2; --rate 0.5 -> 0.1; --sizes [1, 2] -> [3]. " in message
+    assert "verbose" not in message and "pass --overwrite to start over" in message
+    assert message.endswith(f"Received: output={str(tmp_path)!r}")
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_a_rerun_that_differs_only_in_arguments_that_change_no_result_proceeds(tmp_path):
+    _first_run(tmp_path)
+    args = _recipe_args(["--output", str(tmp_path), "--verbose"])
+    assert runs.start_run(args) == tmp_path
+    assert json.loads((tmp_path / "args.json").read_text())["verbose"] is True
+
+
+def test_overwrite_deletes_the_previous_record_and_keeps_the_rest(tmp_path, capsys):
+    _first_run(tmp_path)
+    args = _recipe_args(["--output", str(tmp_path), "--rate", "0.1", "--overwrite"])
+    runs.start_run(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["args.json", "cache"]
+    assert json.loads((tmp_path / "args.json").read_text())["rate"] == 0.1
+    assert f"deleted the previous run's results in {tmp_path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", r"cannot be read \(JSONDecodeError"),
+    ("[1, 2]", "does not hold a JSON object"),
+    (" " * (2**20 + 1), "is over 1048576 bytes"),
+])
+def test_an_unreadable_record_is_a_clear_error(tmp_path, content, problem):
+    (tmp_path / "args.json").write_text(content)
+    with pytest.raises(ValueError, match=f"{problem}.*; pass --overwrite .*Received: output="):
+        runs.start_run(_recipe_args(["--output", str(tmp_path)]))
+
+
+def test_without_not_results_there_is_no_rerun_rule(tmp_path):
+    # The search resumes by its own rule (its space and tuner) and has its own --overwrite.
+    (tmp_path / "args.json").write_text(json.dumps({"seed": 1}))
+    args = _parse(["--output", str(tmp_path)])
+    assert not hasattr(args, "overwrite")
+    assert runs.start_run(args) == tmp_path
+
+
+def test_run_arguments_needs_only_the_standard_library():
+    # Scripts load it by path to check their flags before importing Keras or TensorFlow.
+    tree = ast.parse(pathlib.Path(kfound.run_arguments.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert imported and imported <= sys.stdlib_module_names
+
+
+def test_finish_run_writes_the_report_and_its_plot_and_says_what_next(tmp_path, capsys):
+    from matplotlib.figure import Figure
+
+    report = {"recipe": "demo", "plot": "demo.png", "status": "confirmed"}
+    for argv, next_step in [
+        (["--smoke"], "Next: the full run, python recipes/demo.py"),
+        (["--overwrite"], f"recipes/build_index.py --collect {tmp_path} --recipes demo"),
+    ]:
+        args = _recipe_args([*argv, "--output", str(tmp_path / "demo")])
+        runs.start_run(args)
+        assert runs.finish_run(args, report, Figure()) is report
+        out = capsys.readouterr().out
+        assert f"Wrote {tmp_path / 'demo' / 'report.json'}, " in out and next_step in out
+    assert json.loads((tmp_path / "demo" / "report.json").read_text()) == report
+    assert (tmp_path / "demo" / "demo.png").read_bytes().startswith(b"\x89PNG")
+    args = _recipe_args(["--output", str(tmp_path / "elsewhere")])
+    runs.start_run(args)
+    runs.finish_run(args, report, Figure())
+    assert "run into a folder named demo" in capsys.readouterr().out
 
 
 def test_format_table_aligns_columns():

@@ -139,3 +139,28 @@ def test_backend_gradients_rejects_other_backends(monkeypatch):
     with pytest.raises(ValueError, match=r"Received: backend='numpy'"):
         theory.backend_gradients(theory.book_network_model(), theory.half_sum_squared_error,
                                  np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def test_classify_gain_against_the_seed_spread():
+    assert theory.classify_gain(0.05, 0.01) == "helps"
+    assert theory.classify_gain(-0.05, 0.01) == "hurts"
+    assert theory.classify_gain(0.005, 0.01) == "no clear effect"
+    # At exactly one spread, or with no gain and no spread (one seed), nothing is clear.
+    assert theory.classify_gain(0.01, 0.01) == theory.classify_gain(-0.01, 0.01) == (
+        "no clear effect")
+    assert theory.classify_gain(0.0, 0.0) == "no clear effect"
+    assert theory.classify_gain(1e-9, 0.0) == "helps"
+    # The thresholds are arguments.
+    assert theory.classify_gain(0.05, 0.01, spreads=5) == "no clear effect"
+    assert theory.classify_gain(-0.05, 0.01, spreads=4) == "hurts"
+    assert theory.classify_gain(0.05, 0.0, min_gain=0.1) == "no clear effect"
+    assert theory.classify_gain(-0.2, 0.0, min_gain=0.1) == "hurts"
+
+
+@pytest.mark.parametrize("gain", [-0.2, -0.01, -1e-9, 0.0, 1e-9, 0.01, 0.2])
+@pytest.mark.parametrize("spread", [0.0, 0.01, 0.1])
+def test_classify_gain_gives_the_recipes_earlier_rule(gain, spread):
+    # The rule augmentation and unsupervised_pretraining each wrote before sharing this one.
+    earlier = ("helps" if gain > spread and gain > 0 else
+               "hurts" if gain < -spread and gain < 0 else "no clear effect")
+    assert theory.classify_gain(gain, spread) == earlier

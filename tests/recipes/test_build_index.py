@@ -1,5 +1,8 @@
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -139,3 +142,29 @@ def test_check_exits_1_when_the_readme_is_stale(recipe, monkeypatch, tmp_path, c
     assert "out of date" in capsys.readouterr().out
     readme.write_text("generated\n")
     assert recipe.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("name", [*INDEXED, "finetune"])
+def test_every_recipe_takes_overwrite_and_its_help_says_so(name, capsys):
+    from tests.recipes.conftest import load_recipe
+
+    with pytest.raises(SystemExit):
+        load_recipe(name).main(["--help"])
+    assert "--overwrite" in capsys.readouterr().out
+
+
+def test_the_index_imports_neither_keras_nor_tensorflow():
+    # "A few seconds": kfound's `__init__` would import Keras and, through it, TensorFlow.
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['tensorflow'] = sys.modules['keras'] = None  # importing them fails\n"
+        f"sys.argv = ['build_index.py', '--list']\n"
+        "try:\n"
+        f"    runpy.run_path({str(RECIPES / 'build_index.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    print('exit', exit.code, sorted(m for m in sys.modules if m.startswith('kfound')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONWARNINGS": "error"})
+    assert result.stdout.splitlines() == [*INDEXED, "exit 0 []"], (
+        result.stderr)

@@ -1,3 +1,7 @@
+import json
+
+import pytest
+
 
 def test_conv_output_size_matches_keras_and_the_books_examples(recipe, build_index, tmp_path,
                                                                capsys):
@@ -22,3 +26,21 @@ def test_conv_output_size_matches_keras_and_the_books_examples(recipe, build_ind
     assert same[(6, 2)] == (0, 1, 3)
     assert same[(7, 2)] == (1, 1, 4)
     assert "verdict: holds only under conditions" in capsys.readouterr().out
+
+
+def test_a_rerun_into_the_same_output_follows_the_rerun_rule(recipe, tmp_path, capsys):
+    recipe.main(["--smoke", "--output", str(tmp_path)])
+    report = (tmp_path / "report.json").read_text()
+    # The same arguments compute the same results again (the recipe is deterministic).
+    recipe.main(["--smoke", "--output", str(tmp_path)])
+    assert (tmp_path / "report.json").read_text() == report
+    capsys.readouterr()
+    # A result-changing argument that differs is refused before any work.
+    with pytest.raises(ValueError, match=r"--seed 1337 -> 7; --smoke True -> False\. .*"
+                                         r"pass --overwrite to start over"):
+        recipe.main(["--seed", "7", "--output", str(tmp_path)])
+    assert "grid configurations" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "args.json").read_text())["seed"] == 1337
+    recipe.main(["--smoke", "--seed", "7", "--overwrite", "--output", str(tmp_path)])
+    assert json.loads((tmp_path / "args.json").read_text())["seed"] == 7
+    assert json.loads((tmp_path / "report.json").read_text())["recipe"] == "conv_output_size"

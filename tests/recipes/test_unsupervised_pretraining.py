@@ -47,9 +47,6 @@ def _cell(net, per_class, gain, sd=0.01):
 
 
 def test_verdict_reads_the_cells(recipe):
-    assert recipe.effect_of(0.05, 0.01) == "helps"
-    assert recipe.effect_of(-0.05, 0.01) == "hurts"
-    assert recipe.effect_of(0.0, 0.01) == "no clear effect"
     both = [_cell("sigmoid", 5, 0.1), _cell("relu_he", 5, 0.05), _cell("relu_he", 100, 0.0)]
     assert recipe.verdict_for(both)[0] == "confirmed"
     sigmoid_only = [_cell("sigmoid", 5, 0.1), _cell("relu_he", 5, -0.02)]

@@ -1,0 +1,151 @@
+"""The flags every recipe shares, and the rule for a rerun into an existing run folder.
+
+This module imports nothing but the standard library, and nothing from kfound, so that a
+script can parse and check its flags before it imports Keras (and, under the TensorFlow
+backend, TensorFlow), which takes seconds. `import kfound.run_arguments` runs
+`kfound/__init__.py`, which imports Keras; a script that must stay light loads this file by
+its path instead (see `recipes/finetune.py`). `kfound.runs` re-exports everything here.
+
+The rerun rule: a run into an `--output` folder that already holds a run's `args.json`
+proceeds only when every argument that changes a result equals the recorded one (a
+deterministic recipe then computes the same results again; a resumable one resumes).
+Otherwise it refuses before any work, names each differing argument with its old and new
+value, and points to `--overwrite`.
+"""
+
+import json
+import os
+import shutil
+
+DEFAULT_SEED = 1337
+SAVED_MODELS = "saved_models"
+# Arguments that never change a result, whatever the recipe.
+ALWAYS_NOT_RESULTS = ("output", "overwrite")
+# A recorded args.json is a few hundred bytes; a larger one is not ours.
+MAX_ARGS_BYTES = 2**20
+_ABSENT = object()
+
+
+def add_run_arguments(parser, run_name, not_results=None):
+    """Adds `--seed`, `--output` and `--smoke`, and for a recipe `--overwrite`.
+
+    Args:
+        parser: the `argparse.ArgumentParser` to extend.
+        run_name: the run's folder name; `--output` defaults to `saved_models/<run_name>/`.
+            A string may hold `{placeholders}` naming other arguments (for example
+            `"finetune-{dataset}-{backbone}-{state}"`); `kfound.runs.start_run` fills them in.
+        not_results: the `dest` names of the arguments that change no result (a verbosity
+            flag, a cache folder), besides `--output` and `--overwrite`, which never do.
+            Given (an empty tuple included), the parser also gets `--overwrite` and
+            `kfound.runs.start_run` applies the rerun rule. Defaults to `None`: neither,
+            for a script that resumes by a rule of its own (the search, which compares its
+            space and tuner).
+
+    Returns:
+        `parser`.
+    """
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED,
+        help="random seed for Python, NumPy and the backend (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output", default=None,
+        help=f"run folder for models, metrics and plots (default: {SAVED_MODELS}/{run_name}/)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="a tiny, seconds-long run that checks the plumbing, not the result",
+    )
+    if not_results is not None:
+        parser.add_argument(
+            "--overwrite", action="store_true",
+            help="replace the run already in --output; without it, a rerun there proceeds "
+                 "only when every result-changing argument matches its args.json",
+        )
+    parser.set_defaults(
+        _run_name=run_name,
+        _not_results=None if not_results is None else (*ALWAYS_NOT_RESULTS, *not_results),
+    )
+    return parser
+
+
+def result_arguments(args):
+    """The arguments of `args` that change a result, as a dict (private `_` names left out).
+
+    Args:
+        args: the parsed `argparse.Namespace` of a parser given `add_run_arguments` with
+            `not_results`.
+    """
+    skip = getattr(args, "_not_results", None) or ALWAYS_NOT_RESULTS
+    return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
+
+
+def check_rerun(output, args, remove=("report.json",)):
+    """Applies the rerun rule to the run folder `output`, before any work.
+
+    Without a previous `args.json` in `output` this does nothing. With one, and with
+    `args.overwrite`, it deletes that `args.json` and the files and folders named in
+    `remove` (what the previous run wrote; anything else in `output`, such as a cache,
+    stays). Otherwise it compares the result-changing arguments with the recorded ones.
+
+    Args:
+        output: the run folder, a path.
+        args: the parsed `argparse.Namespace` of a parser given `add_run_arguments` with
+            `not_results`.
+        remove: names inside `output` that `--overwrite` deletes besides `args.json`.
+            Defaults to `("report.json",)`.
+
+    Raises:
+        ValueError: a result-changing argument differs from the recorded one (each is named
+            with its old and new value), or the recorded `args.json` cannot be read.
+    """
+    output = os.fspath(output)
+    saved = os.path.join(output, "args.json")
+    if not os.path.exists(saved):
+        return
+    if args.overwrite:
+        for name in (*remove, "args.json"):
+            path = os.path.join(output, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        print(f"overwrite: deleted the previous run's results in {output}")
+        return
+    previous = _read_args(saved)
+    current = json.loads(json.dumps(result_arguments(args)))
+    skip = args._not_results or ALWAYS_NOT_RESULTS
+    names = [*current, *(k for k in previous
+                         if k not in current and k not in skip and not k.startswith("_"))]
+    differ = [f"--{k.replace('_', '-')} {_shown(previous, k)} -> {_shown(current, k)}"
+              for k in names if previous.get(k, _ABSENT) != current.get(k, _ABSENT)]
+    if differ:
+        raise ValueError(
+            f"Argument `--output` holds a run with other arguments ({saved}): "
+            f"{'; '.join(differ)}. Rerun with its arguments (to repeat or resume it), pass "
+            f"--overwrite to start over, or choose another --output. Received: output={output!r}"
+        )
+
+
+def _shown(values, name):
+    return repr(values[name]) if name in values else "(absent)"
+
+
+def _read_args(path):
+    problem = None
+    try:
+        if os.path.getsize(path) > MAX_ARGS_BYTES:
+            problem = f"is over {MAX_ARGS_BYTES} bytes"
+        else:
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+            if not isinstance(previous, dict):
+                problem = "does not hold a JSON object"
+    except (OSError, ValueError) as error:
+        problem = f"cannot be read ({type(error).__name__}: {str(error)[:200]})"
+    if problem:
+        raise ValueError(
+            f"Argument `--output` holds a run whose {path} {problem}; pass --overwrite to "
+            f"start over, or choose another --output. Received: output={os.path.dirname(path)!r}"
+        )
+    return previous
