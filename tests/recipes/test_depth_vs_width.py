@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import numpy as np
@@ -43,6 +44,24 @@ def test_the_exact_networks_compute_the_sawtooth(recipe, k):
         assert model.count_params() == params
         predicted = model.predict(x[:, None], verbose=0)[:, 0]
         np.testing.assert_allclose(predicted, recipe.sawtooth(x, k), atol=1e-5)
+
+
+def test_every_kink_starts_at_a_training_point(recipe):
+    # With Keras's zero biases every first-layer kink sits at x = 0, the edge of the data, and
+    # every net starts linear on [0, 1]: a critical point for the sawtooth.
+    args = argparse.Namespace(deep_width=4, max_width=8, learning_rate=1e-3, smoke=True)
+    x = np.random.default_rng(0).random(64).astype("float32")
+    model, _ = recipe.build_branches(3, args, 0, x)
+    for name in ("shallow_equal", "shallow_2", "shallow_8"):
+        kernel, bias = model.get_layer(f"{name}_hidden").get_weights()
+        kinks = -bias / kernel[0]
+        assert np.abs(kinks[:, None] - x).min(axis=1).max() < 1e-5, name
+    h = x[:, None]
+    for i in range(3):
+        kernel, bias = model.get_layer(f"deep_{i}").get_weights()
+        z = h @ kernel + bias
+        assert np.abs(z).min(axis=0).max() < 1e-5  # each unit's kink is at a training point
+        h = np.maximum(z, 0)
 
 
 def test_equal_parameter_counts(recipe):
