@@ -49,9 +49,6 @@ KNOWN_BACKEND_FAILURES = {
         "test_a_resumed_run_equals_the_uninterrupted_one": (
             "under torch a resumed run differs from the uninterrupted one beyond rtol 1e-6"
         ),
-        "test_backprop_by_hand_reproduces_the_books_numbers": (
-            "kfound.theory.backend_gradients supports TensorFlow and JAX only"
-        ),
         "test_two_workers_finish_the_grid_between_them": (
             "under torch the second launcher worker finished no trial"
         ),
