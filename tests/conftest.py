@@ -36,16 +36,8 @@ def shared_weights_dir():
 # Known failures under one backend, each skipped there, visibly, with what fails, so that the
 # rest of the suite still guards that backend. Each is an open bug (issue 12). Keys are
 # substrings of test ids.
-_AUGMENT_IN_TF_DATA = (
-    "augmentation_layers() in a tf.data map fails under torch: its keras.Sequential and "
-    "RandomPCALighting are not TF-backend preprocessing layers"
-)
 KNOWN_BACKEND_FAILURES = {
     "torch": {
-        "test_augmentation_keeps_shapes": _AUGMENT_IN_TF_DATA,
-        "augmented=True": _AUGMENT_IN_TF_DATA,
-        "test_augmentation_turns_feature_caching_off_and_says_why": _AUGMENT_IN_TF_DATA,
-        "test_full_on_a_folder_then_predict_files": _AUGMENT_IN_TF_DATA,
         "test_a_resumed_run_equals_the_uninterrupted_one": (
             "under torch a resumed run differs from the uninterrupted one beyond rtol 1e-6"
         ),
