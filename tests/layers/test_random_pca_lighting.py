@@ -139,6 +139,7 @@ def test_works_in_tf_data_pipeline(batched):
         tf.data.Dataset.from_tensors(np.zeros((2, 2, 4), "float32")).map(RandomPCALighting())
 
 
+@pytest.mark.backend_independent
 def test_fit_pca_lighting_matches_eigh_on_real_photos(photos):
     eigenvalues, eigenvectors = fit_pca_lighting(photos, batch_size=1, verbose=0)
     pixels = photos.reshape(-1, 3).astype("float64") / 255.0
@@ -176,6 +177,7 @@ def test_fit_pca_lighting_accepts_datasets_and_value_ranges(photos):
     assert layer(photos[:, :8, :8]).shape == (2, 8, 8, 3)
 
 
+@pytest.mark.backend_independent
 def test_fit_pca_lighting_shows_progress(photos, capsys):
     fit_pca_lighting(photos, batch_size=1, verbose=1)
     assert "2/2" in capsys.readouterr().out
@@ -201,6 +203,7 @@ def test_fit_pca_lighting_shows_progress(photos, capsys):
         ({"seed": "1"}, r"`seed` must be an integer\. Received: seed='1'$"),
     ],
 )
+@pytest.mark.backend_independent
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RandomPCALighting(**kwargs)
@@ -244,6 +247,7 @@ def test_build_errors(input_shape):
         ),
     ],
 )
+@pytest.mark.backend_independent
 def test_fit_pca_lighting_errors(images, kwargs, error, match):
     with pytest.raises(error, match=match):
         fit_pca_lighting(images, verbose=0, **kwargs)
