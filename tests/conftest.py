@@ -37,6 +37,20 @@ def shared_weights_dir():
 # rest of the suite still guards that backend. Each is an open bug (issue 12). Keys are
 # substrings of test ids.
 KNOWN_BACKEND_FAILURES = {
+    "jax": {
+        "test_batch_size_tradeoff_smoke": (
+            "under JAX the recipe fails: ValueError: Could not convert <Variable "
+            "path=adam/iteration ...> to a NumPy dtype"
+        ),
+        "test_the_model_learns_after_the_warm_up": (
+            "under JAX batch_size_tradeoff's train_to_target fails: ValueError: Could not "
+            "convert <Variable path=adam/iteration ...> to a NumPy dtype"
+        ),
+        "test_input_normalization_smoke": (
+            "under JAX recipes/input_normalization.py's descend() fails reading "
+            "model.layers[0].kernel: TypeError: 'NoneType' object is not callable"
+        ),
+    },
     "torch": {
         "test_two_workers_finish_the_grid_between_them": (
             "under torch the second launcher worker finished no trial"
