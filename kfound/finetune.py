@@ -23,6 +23,7 @@ Backbones come from `kfound.backbones`.
 
 import dataclasses
 import os
+import random
 import shutil
 from collections.abc import Callable, Sequence
 
@@ -97,7 +98,7 @@ class Classifier:
         pooled = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
         self.head = keras.Sequential(
             [
-                keras.layers.Dropout(dropout, name="dropout"),
+                keras.layers.Dropout(dropout, name="dropout", seed=_dropout_seed()),
                 keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                    name="predictions"),
             ],
@@ -396,3 +397,17 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
 def trainable_params(model):
     """The number of trainable scalars of `model`."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def _dropout_seed():
+    """`Dropout`'s seed: `None`, except under torch, where a seed drawn as Keras would.
+
+    Keras's torch `Dropout` without a seed takes torch's fast unseeded path, which draws
+    from torch's global generator, so a resumed run cannot replay its masks; with a seed it
+    draws from the layer's `SeedGenerator`, whose state the checkpoint keeps. The seed is
+    drawn from Python's `random`, as Keras draws an unset one (`keras.utils.set_random_seed`
+    fixes it).
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    return random.randint(1, int(1e9))

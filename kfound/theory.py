@@ -163,7 +163,8 @@ def backend_gradients(model, loss_fn, x, y):
     """The loss and its gradients for `model.trainable_variables`, by the backend's autodiff.
 
     TensorFlow records a `tf.GradientTape`; JAX differentiates `model.stateless_call` with
-    `jax.value_and_grad`. No hand-written derivative is involved.
+    `jax.value_and_grad`; torch runs the model eagerly and calls `torch.autograd.grad` on
+    the variables' tensors. No hand-written derivative is involved.
 
     Args:
         model: a built Keras model.
@@ -193,9 +194,15 @@ def backend_gradients(model, loss_fn, x, y):
         loss, gradients = jax.value_and_grad(loss_of)(
             [v.value for v in model.trainable_variables]
         )
+    elif backend == "torch":
+        import torch
+
+        loss = keras.ops.sum(loss_fn(keras.ops.convert_to_tensor(y), model(x)))
+        gradients = torch.autograd.grad(loss, [v.value for v in model.trainable_variables])
+        loss = loss.detach()
     else:
         raise ValueError(
-            "`backend_gradients` supports the 'tensorflow' and 'jax' backends. "
+            "`backend_gradients` supports the 'tensorflow', 'jax' and 'torch' backends. "
             f"Received: backend={backend!r}"
         )
     return float(loss), [keras.ops.convert_to_numpy(g) for g in gradients]

@@ -12,6 +12,13 @@ ground rules ask of a public layer:
 6. a pass under the mixed_float16 and mixed_bfloat16 policies;
 7. a `.keras` save and load with identical outputs;
 8. on the TensorFlow backend, a `model.export()` SavedModel reload with identical outputs.
+
+Checks 1-4 run for every configuration on every backend. The expensive ones, 5-7 (a
+compiled `fit`, two mixed-precision passes, a `.keras` save), run for every configuration
+under TensorFlow, and under JAX and torch once per layer class (and class of wrapped
+layer) in each test process: there they test that the backend compiles, casts and saves
+the layer, which one representative configuration shows, and repeating them for every
+parameterization tripled `make test`'s cost for no new failure mode.
 """
 
 import os
@@ -20,6 +27,22 @@ import keras
 import numpy as np
 
 BACKEND = keras.backend.backend()
+
+_EXPENSIVE_CHECKS_DONE = set()  # Off TensorFlow: (layer kind, check) pairs already run.
+
+
+def _first_of_its_kind(layer_cls, init_kwargs, check):
+    """Whether expensive `check` runs: always on TF, else once per kind of layer."""
+    if BACKEND == "tensorflow":
+        return True
+    kind = (layer_cls, check, *sorted(
+        (name, type(value)) for name, value in init_kwargs.items()
+        if isinstance(value, keras.layers.Layer)
+    ))
+    if kind in _EXPENSIVE_CHECKS_DONE:
+        return False
+    _EXPENSIVE_CHECKS_DONE.add(kind)
+    return True
 
 
 def _fresh_kwargs(init_kwargs):
@@ -157,6 +180,12 @@ def run_layer_test(
     if reference_fn is not None:
         expected = reference_fn(layer, np.asarray(input_data))
         np.testing.assert_allclose(output, expected, rtol=rtol, atol=atol)
+
+    run_training_check = run_training_check and _first_of_its_kind(
+        layer_cls, init_kwargs, "fit")
+    run_mixed_precision_check = run_mixed_precision_check and _first_of_its_kind(
+        layer_cls, init_kwargs, "mixed precision")
+    run_saving_check = run_saving_check and _first_of_its_kind(layer_cls, init_kwargs, "save")
 
     # 5. One fit step, compiled with XLA.
     if run_training_check:

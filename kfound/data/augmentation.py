@@ -21,7 +21,11 @@ def augmentation_layers(
         seed: the layers' seed. Defaults to `None`.
 
     Returns:
-        A `keras.Sequential` of the layers, for `load_image_data(augment=...)`.
+        A `keras.layers.Pipeline` of the layers, for `load_image_data(augment=...)`. Unlike a
+        `keras.Sequential`, a `Pipeline` runs inside a `tf.data` map on every backend.
+
+    Raises:
+        ValueError: when every augmentation is off (pass `augment=None` instead).
     """
     layers = []
     if flip:
@@ -37,4 +41,14 @@ def augmentation_layers(
         from kfound.layers import RandomPCALighting
 
         layers.append(RandomPCALighting(stddev=pca_lighting, value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augmentation")
+    if not layers:
+        raise ValueError(
+            "augmentation_layers() needs at least one augmentation; to train without any, "
+            "pass augment=None. Received: flip=None, rotation=0, zoom=0, contrast=0, "
+            "pca_lighting=0"
+        )
+    for layer in layers:
+        # They hold no weights. Built up front, so that `Pipeline` (which has no `build` of
+        # its own) does not warn, under JAX and torch, that it holds unbuilt layers.
+        layer.build((None, None, None, 3))
+    return keras.layers.Pipeline(layers, name="augmentation")

@@ -1,6 +1,7 @@
 """AlexNet's PCA lighting augmentation ("fancy PCA") and a helper to fit it to your images."""
 
 import math
+import sys
 
 import keras
 import numpy as np
@@ -76,8 +77,12 @@ class RandomPCALighting(keras.layers.Layer):
 
     The inputs are channels-last RGB images, `(height, width, 3)` or
     `(batch, height, width, 3)`; integer inputs are cast to the layer's
-    compute dtype. On the TensorFlow backend the layer also runs inside a
-    `tf.data` pipeline; on other backends use it inside the model.
+    compute dtype. Like Keras's own augmentation layers, it also runs inside a
+    `tf.data` pipeline on every backend: there (in a TensorFlow graph, under
+    JAX or torch) it computes with TensorFlow ops and draws from a
+    `tf.random.Generator` seeded with `seed`. Compose it with other layers for
+    `tf.data` in a `keras.layers.Pipeline`, not a `keras.Sequential` (which
+    converts its inputs to the backend's tensors).
 
     Args:
         stddev: non-negative float, the standard deviation of `alpha`.
@@ -147,17 +152,45 @@ class RandomPCALighting(keras.layers.Layer):
         self.value_range = (low, high)
         self.seed = seed
         self.generator = keras.random.SeedGenerator(seed)
+        self._tf_generator = None  # Made on the first call in a tf.data pipeline (not TF).
         # shift = alpha @ basis: row k is eigenvector k times eigenvalue k, in input units.
         self._basis = (eigenvector_array * eigenvalue_array).T * (high - low)
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
+    def __call__(self, inputs, *args, **kwargs):
+        if keras.backend.backend() != "tensorflow" and _in_tensorflow_graph(inputs):
+            return self._call_in_tensorflow(inputs, *args, **kwargs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _call_in_tensorflow(self, inputs, training=True):
+        """`call` in TensorFlow ops, for a tf.data pipeline under another backend."""
+        import tensorflow as tf
+
+        self._check_shape(tuple(inputs.shape))
+        inputs = tf.cast(inputs, self.compute_dtype)
+        if not training or self.stddev == 0:
+            return inputs
+        if self._tf_generator is None:
+            with tf.init_scope():  # A variable, made outside the dataset's function.
+                self._tf_generator = (
+                    tf.random.Generator.from_non_deterministic_state()
+                    if self.seed is None else tf.random.Generator.from_seed(self.seed)
+                )
+        batch_shape = tf.shape(inputs)[:-3]
+        alpha = self._tf_generator.normal(tf.concat([batch_shape, [3]], 0), stddev=self.stddev)
+        shift = tf.tensordot(alpha, tf.constant(self._basis, tf.float32), axes=1)
+        shift = tf.reshape(shift, tf.concat([batch_shape, [1, 1, 3]], 0))
+        return inputs + tf.cast(shift, self.compute_dtype)
+
+    def _check_shape(self, input_shape):
         if len(input_shape) not in (3, 4) or input_shape[-1] != 3:
             raise ValueError(
                 "RandomPCALighting expects channels-last RGB images of shape "
                 "(height, width, 3) or (batch, height, width, 3). "
                 f"Received: input_shape={input_shape}"
             )
+
+    def build(self, input_shape):
+        self._check_shape(tuple(input_shape))
         self.input_spec = keras.layers.InputSpec(min_ndim=3, max_ndim=4, axes={-1: 3})
 
     def call(self, inputs, training=True):
@@ -184,6 +217,12 @@ class RandomPCALighting(keras.layers.Layer):
             "value_range": list(self.value_range),
             "seed": self.seed,
         }
+
+
+def _in_tensorflow_graph(inputs):
+    """Whether `inputs` is a tensor of a TensorFlow graph, such as a tf.data map function's."""
+    tf = sys.modules.get("tensorflow")  # Only TensorFlow itself can make such a tensor.
+    return tf is not None and tf.is_tensor(inputs) and not tf.executing_eagerly()
 
 
 class _RunningCovariance:

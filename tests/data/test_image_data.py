@@ -1,6 +1,7 @@
 import collections
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -168,14 +169,18 @@ def test_augmentation_includes_pca_lighting_only_in_training():
     augment = data.augmentation_layers(flip=None, rotation=0, zoom=0, contrast=0, seed=1)
     assert [type(layer).__name__ for layer in augment.layers] == ["RandomPCALighting"]
     images = tf.fill((2, 4, 4, 3), 128.0)
-    shifted = augment(images, training=True).numpy()
+    shifted = keras.ops.convert_to_numpy(augment(images, training=True))
     assert not np.allclose(shifted, 128.0)
     # One RGB offset per image, the same at every pixel.
     assert np.allclose(shifted, shifted[:, :1, :1, :])
-    assert np.array_equal(augment(images, training=False).numpy(), images.numpy())
+    assert np.array_equal(
+        keras.ops.convert_to_numpy(augment(images, training=False)), images.numpy()
+    )
     assert data.augmentation_layers(pca_lighting=0).layers[-1].__class__.__name__ != (
         "RandomPCALighting"
     )
+    with pytest.raises(ValueError, match=r"at least one augmentation.*augment=None"):
+        data.augmentation_layers(flip=None, rotation=0, zoom=0, contrast=0, pca_lighting=0)
 
 
 def _one_class(tmp_path):

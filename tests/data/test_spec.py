@@ -13,6 +13,7 @@ from kfound.data import DatasetSpec, parse_dataset
     ("tfds:tf_flowers", "tfds:NAME", "tf_flowers", "tf_flowers"),
     ("folder:/data/my photos/", "folder:PATH", "/data/my photos/", "my_photos"),
 ])
+@pytest.mark.backend_independent
 def test_every_kind_parses_and_prints_back(text, kind, target, slug):
     spec = parse_dataset(text)
     assert (spec.kind, spec.target, spec.slug) == (kind, target, slug)
@@ -29,12 +30,14 @@ def test_every_kind_parses_and_prints_back(text, kind, target, slug):
      r"must be one of embedded, folder:PATH\. Received: dataset='digits'"),
     (3, None, TypeError, r"must be a string.*Received: dataset=3"),
 ])
+@pytest.mark.backend_independent
 def test_bad_names_are_clear_errors(text, kinds, error, match):
     kwargs = {} if kinds is None else {"kinds": kinds}
     with pytest.raises(error, match=match):
         parse_dataset(text, **kwargs)
 
 
+@pytest.mark.backend_independent
 def test_the_argument_name_is_the_callers():
     with pytest.raises(ValueError, match=r"Argument `images` .* Received: images='x'"):
         parse_dataset("x", argument="images")
@@ -51,5 +54,6 @@ def test_parsing_imports_no_tensorflow():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.backend_independent
 def test_spec_is_a_value():
     assert DatasetSpec("tfds:NAME", "mnist") == parse_dataset("tfds:mnist")

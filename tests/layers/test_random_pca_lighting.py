@@ -109,25 +109,37 @@ def test_model_predict_is_identity_and_fit_augments_under_jit():
     assert not np.array_equal(keras.ops.convert_to_numpy(layer.generator.state), state)
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.data runs the layer's ops on TF only")
 @pytest.mark.parametrize("batched", [True, False])
 def test_works_in_tf_data_pipeline(batched):
+    # On every backend: under JAX and torch the layer computes with TensorFlow ops there.
     import tensorflow as tf
 
     images = np.random.default_rng(1).integers(0, 256, (6, 5, 5, 3)).astype("uint8")
-    layer = RandomPCALighting(seed=9)
-    dataset = tf.data.Dataset.from_tensor_slices(images)
-    if batched:
-        dataset = dataset.batch(3)
-    outputs = np.concatenate(
-        [np.reshape(x, (-1, 5, 5, 3)) for x in dataset.map(layer).as_numpy_iterator()]
-    )
+
+    def run(layer, training=True):
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+        if batched:
+            dataset = dataset.batch(3)
+        dataset = dataset.map(lambda x: layer(x, training=training))
+        assert dataset.element_spec.dtype == tf.float32
+        return np.concatenate([np.reshape(x, (-1, 5, 5, 3)) for x in dataset.as_numpy_iterator()])
+
+    outputs = run(RandomPCALighting(seed=9))
     shifts = (outputs - images.astype("float32")).reshape(6, -1, 3)
     np.testing.assert_allclose(shifts, np.broadcast_to(shifts[:, :1, :], shifts.shape), atol=1e-4)
     assert np.all(np.abs(shifts[:, 0, :]) > 0)
     assert len({tuple(np.round(s[0], 4)) for s in shifts}) == 6
+    # The shift lies in the span of the scaled components.
+    basis = (np.array(IMAGENET_EIGENVECTORS) * np.array(IMAGENET_EIGENVALUES)).T * 255.0
+    alpha = np.linalg.solve(basis.T, shifts[:, 0, :].T)
+    assert np.all(np.abs(alpha) < 1.0)  # stddev 0.1: |alpha| < 10 standard deviations
+    np.testing.assert_array_equal(run(RandomPCALighting(seed=9)), outputs)  # seeded
+    np.testing.assert_array_equal(run(RandomPCALighting(seed=9), training=False), images)
+    with pytest.raises(ValueError, match=r"channels-last RGB.*Received: input_shape"):
+        tf.data.Dataset.from_tensors(np.zeros((2, 2, 4), "float32")).map(RandomPCALighting())
 
 
+@pytest.mark.backend_independent
 def test_fit_pca_lighting_matches_eigh_on_real_photos(photos):
     eigenvalues, eigenvectors = fit_pca_lighting(photos, batch_size=1, verbose=0)
     pixels = photos.reshape(-1, 3).astype("float64") / 255.0
@@ -165,6 +177,7 @@ def test_fit_pca_lighting_accepts_datasets_and_value_ranges(photos):
     assert layer(photos[:, :8, :8]).shape == (2, 8, 8, 3)
 
 
+@pytest.mark.backend_independent
 def test_fit_pca_lighting_shows_progress(photos, capsys):
     fit_pca_lighting(photos, batch_size=1, verbose=1)
     assert "2/2" in capsys.readouterr().out
@@ -190,6 +203,7 @@ def test_fit_pca_lighting_shows_progress(photos, capsys):
         ({"seed": "1"}, r"`seed` must be an integer\. Received: seed='1'$"),
     ],
 )
+@pytest.mark.backend_independent
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RandomPCALighting(**kwargs)
@@ -233,6 +247,7 @@ def test_build_errors(input_shape):
         ),
     ],
 )
+@pytest.mark.backend_independent
 def test_fit_pca_lighting_errors(images, kwargs, error, match):
     with pytest.raises(error, match=match):
         fit_pca_lighting(images, verbose=0, **kwargs)

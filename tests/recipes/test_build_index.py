@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+# It reads and writes report files: no backend is involved.
+pytestmark = pytest.mark.backend_independent
+
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Read from the folder, not from the generator, so that a generator that skips a recipe fails.
