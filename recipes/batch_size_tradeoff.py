@@ -82,7 +82,7 @@ def warm_up(model, data, batch_size):
     # also keeps among the optimizer's variables (zeroing it stopped all training).
     for variable in model.optimizer.variables:
         if variable.name != "learning_rate":
-            variable.assign(keras.ops.zeros_like(variable))
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
 
 
 def train_to_target(data, batch_size, target, max_epochs, seed):

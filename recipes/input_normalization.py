@@ -164,11 +164,11 @@ def descend(x, y, lr_fraction, steps):
                               keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
     path = [np.zeros(2)]
-    record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: path.append(
-            keras.ops.convert_to_numpy(model.layers[0].kernel)[:, 0].astype("float64"))
-    )
-    model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False, verbose=0, callbacks=[record])
+    # Full-batch steps, one call each, so that the weights can be read after every step on
+    # every backend (under JAX, `fit` keeps them in its own state until it returns).
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+        path.append(keras.ops.convert_to_numpy(model.layers[0].kernel)[:, 0].astype("float64"))
     path = np.array(path)
     optimum = np.linalg.lstsq(x.astype("float64"), y.astype("float64"), rcond=None)[0]
     losses = [_mse(x, y, w) for w in path]

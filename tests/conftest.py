@@ -33,27 +33,6 @@ def shared_weights_dir():
     return folder
 
 
-# Known failures under one backend, each skipped there, visibly, with what fails, so that the
-# rest of the suite still guards that backend. Each is an open bug (issue 12). Keys are
-# substrings of test ids.
-KNOWN_BACKEND_FAILURES = {
-    "jax": {
-        "test_batch_size_tradeoff_smoke": (
-            "under JAX the recipe fails: ValueError: Could not convert <Variable "
-            "path=adam/iteration ...> to a NumPy dtype"
-        ),
-        "test_the_model_learns_after_the_warm_up": (
-            "under JAX batch_size_tradeoff's train_to_target fails: ValueError: Could not "
-            "convert <Variable path=adam/iteration ...> to a NumPy dtype"
-        ),
-        "test_input_normalization_smoke": (
-            "under JAX recipes/input_normalization.py's descend() fails reading "
-            "model.layers[0].kernel: TypeError: 'NoneType' object is not callable"
-        ),
-    },
-}
-
-
 def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
     for item in items:
@@ -61,6 +40,3 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(
                 reason="backend-independent (NumPy, stdlib or argument checks): run under "
                        "TensorFlow only"))
-        for part, reason in KNOWN_BACKEND_FAILURES.get(backend, {}).items():
-            if part in item.nodeid:
-                item.add_marker(pytest.mark.skip(reason=f"known {backend} failure: {reason}"))
