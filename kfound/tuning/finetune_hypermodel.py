@@ -142,7 +142,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         classifier = self._classifier
         # KerasTuner's checkpoint saves the model being fit; on cached features that is the
         # head alone, so it is pointed at the whole classifier, which shares the head.
-        callbacks = [_WithModel(c, model) if _compat.is_best_epoch_checkpoint(c) else c
+        callbacks = [_BestEpochOnce(c, model) if _compat.is_best_epoch_checkpoint(c) else c
                      for c in callbacks or []]
         options = finetune.TrainingOptions(
             learning_rate=self.value(hp, "learning_rate"), optimizer=self.value(hp, "optimizer"),
@@ -167,18 +167,39 @@ class FinetuneHyperModel(SpaceHyperModel):
         result.history = {k: v for k, v in history.items() if k not in ("epoch", "phase")}
         return result
 
-class _WithModel(keras.callbacks.Callback):
-    """Runs `callback`'s epoch ends with `model` as its model, whatever model is fit."""
+class _BestEpochOnce(keras.callbacks.Callback):
+    """KerasTuner's best-epoch checkpoint, for the whole classifier, written once per fit.
 
-    def __init__(self, callback, model):
+    `SaveBestEpoch` writes the weights of the model being fit at every epoch that improves
+    the objective. On cached features that model is the head alone, and a whole
+    classifier's weights file costs far more than an epoch of the head: this keeps the
+    best epoch's weights of `model` (the classifier, which shares the head) in memory, by
+    the checkpoint's own objective and `best_value`, and writes them to its `filepath`
+    when a fit ends (both phases of `full` included). The model is left with its last
+    epoch's weights, as with `SaveBestEpoch`.
+    """
+
+    def __init__(self, checkpoint, model):
         super().__init__()
-        self.callback = callback
+        self.checkpoint = checkpoint
         self.target = model
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.callback.set_model(self.target)
+        self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.callback.on_epoch_end(epoch, logs)
+        objective = self.checkpoint.objective
+        if objective.has_value(logs):
+            value = objective.get_value(logs)
+            if not objective.better_than(value, self.checkpoint.best_value):
+                return
+            self.checkpoint.best_value = value
+        self.best_weights = self.target.get_weights()
 
+    def on_train_end(self, logs=None):
+        if self.best_weights is None:
+            return
+        last = self.target.get_weights()
+        self.target.set_weights(self.best_weights)
+        try:
+            self.target.save_weights(self.checkpoint.filepath)
+        finally:
+            self.target.set_weights(last)

@@ -196,3 +196,23 @@ def test_hyperband_is_refused_for_finetune(tmp_path):
                                          r"Received: tuner='hyperband'"):
         search.main(["--space", str(ROOT / "tuning" / "spaces" / "finetune.yaml"),
                      "--tuner", "hyperband", "--smoke", "--output", str(tmp_path / "run")])
+
+
+def test_the_best_epoch_is_kept_in_memory_and_written_once_when_the_fit_ends(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "best.weights.h5"
+    checkpoint = _compat.best_epoch_checkpoint(kt.Objective("val_accuracy", "max"), str(path))
+    once = finetune_hypermodel._BestEpochOnce(checkpoint, model)
+    once.set_model(model)
+    best = [w.copy() for w in model.get_weights()]
+    once.on_epoch_end(0, {"val_accuracy": 0.5})
+    model.set_weights([w + 1.0 for w in best])
+    last = [w.copy() for w in model.get_weights()]
+    once.on_epoch_end(1, {"val_accuracy": 0.4})  # worse: not kept
+    assert not path.exists() and checkpoint.best_value == 0.5
+    once.on_train_end()
+    for kept, now in zip(last, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, now)  # the model keeps its last epoch
+    model.load_weights(path)
+    for kept, loaded in zip(best, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, loaded)  # the file holds the best epoch
