@@ -12,6 +12,7 @@ import inspect
 import io
 import os
 import time
+import warnings
 
 import keras
 
@@ -176,8 +177,12 @@ def _load_small_weights(backbone, path):
 
 @contextlib.contextmanager
 def _quiet():
-    # Keras prints load warnings for each failed attempt; the final error says it all.
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    # Keras prints load messages, and warns that it skips each unmatched container, for each
+    # failed attempt; the attempt that matches, or the final error, says it all.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Skipping nested container",
+                                category=UserWarning)
         yield
 
 
