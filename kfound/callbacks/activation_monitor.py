@@ -109,6 +109,7 @@ class ActivationMonitor(monitor.Monitor):
     """
 
     warning_category = ActivationWarning
+    row_layout = monitor.RowLayout(_STATS)
 
     def __init__(
         self,
@@ -143,10 +144,6 @@ class ActivationMonitor(monitor.Monitor):
         self.symmetry_tolerance = symmetry_tolerance
         self._probe = monitor.split_probe(probe_data, need_y=False)
         self._tap = None
-
-    @property
-    def history(self):
-        return self._history(_STATS)
 
     # -- Callback hooks -------------------------------------------------------------------
 
@@ -234,7 +231,9 @@ class ActivationMonitor(monitor.Monitor):
             stats["symmetric_fraction"][i] = self._symmetric_fraction(layer, units)
             if epoch_end:
                 stats["drift"][i] = self._drift(i, values)
-        self._rows.append(np.concatenate([[self._step, self._epoch]] + [stats[k] for k in _STATS]))
+        self._rows.append(
+            self.row_layout.row(self._step, self._epoch, blocks=[stats[k] for k in _STATS])
+        )
         self._diagnose(stats)
         return stats
 

@@ -126,6 +126,7 @@ class GradientMonitor(monitor.Monitor):
     """
 
     warning_category = GradientWarning
+    row_layout = monitor.RowLayout(("grad_norm", "update_ratio"), scalars=("loss",))
 
     def __init__(
         self,
@@ -157,10 +158,6 @@ class GradientMonitor(monitor.Monitor):
         self._hook = None
         self._tap = None
         self._writer = None
-
-    @property
-    def history(self):
-        return self._history(("grad_norm", "update_ratio"), scalars=("loss",))
 
     # -- Callback hooks -------------------------------------------------------------------
 
@@ -236,8 +233,8 @@ class GradientMonitor(monitor.Monitor):
             self._steps_per_epoch = self._epoch_steps
         if len(self._rows) == self._epoch_rows:
             return
-        n = len(self._layer_names)
-        epoch_norms = np.asarray(self._rows[self._epoch_rows:])[:, 3:3 + n]
+        columns = self.row_layout.block("grad_norm", len(self._layer_names))
+        epoch_norms = np.asarray(self._rows[self._epoch_rows:])[:, columns]
         mean = epoch_norms.mean(axis=0)
         if logs is not None:
             for name, value in zip(self._layer_names, mean, strict=True):
@@ -292,15 +289,14 @@ class GradientMonitor(monitor.Monitor):
             stats, grads = self._pass(x, y, sample_weight, self._writer is not None)
             stats = keras.ops.convert_to_numpy(stats).astype("float64")
             loss_known = True
-        n = len(self._layer_names)
-        grad_norm, weight_norm, delta_norm, loss = (
-            stats[:n], stats[n:2 * n], stats[2 * n:3 * n], stats[3 * n]
+        grad_norm, weight_norm, delta_norm, loss = gradient_pass.split_stats(
+            stats, len(self._layer_names)
         )
         update_ratio = delta_norm / np.maximum(weight_norm, np.finfo("float32").tiny)
         if first:
             update_ratio[:] = np.nan
         self._rows.append(
-            np.concatenate([[self._step, self._epoch, loss], grad_norm, update_ratio])
+            self.row_layout.row(self._step, self._epoch, (loss,), (grad_norm, update_ratio))
         )
         if self._writer is not None:
             scalars = {"gradient_monitor/loss": loss}

@@ -46,6 +46,13 @@ def stats_vector(weights, grads, deltas, loss, index, n_layers):
     return ops.concatenate(norms + [ops.reshape(ops.cast(loss, "float32"), (1,))])
 
 
+def split_stats(stats, n_layers):
+    """The inverse of `stats_vector` on a NumPy vector: `(grad_norm, weight_norm,
+    delta_norm, loss)`, three `(n_layers,)` arrays and a scalar."""
+    n = n_layers
+    return stats[:n], stats[n:2 * n], stats[2 * n:3 * n], stats[3 * n]
+
+
 def _layer_grads(grads, index, n_layers):
     ops = keras.ops
     flat = [[] for _ in range(n_layers)]

@@ -137,16 +137,65 @@ def sync_jax_state(model):
         model.jax_state_sync()
 
 
+class RowLayout:
+    """The layout of a monitor's sample rows, defined once.
+
+    A row is `[step, epoch, *scalars, *blocks]`: the step and the epoch, one value per
+    name in `scalars`, then one block of per-layer values per name in `blocks`, each block
+    as long as the monitor has layers, in the order given.
+
+    Args:
+        blocks: the names of the per-layer blocks.
+        scalars: the names of the one-value columns after `step` and `epoch`.
+            Defaults to `()`.
+    """
+
+    def __init__(self, blocks, scalars=()):
+        self.blocks = tuple(blocks)
+        self.scalars = tuple(scalars)
+
+    def row(self, step, epoch, scalars=(), blocks=()):
+        """One row: `scalars` and `blocks` are the values in the order of their names."""
+        return np.concatenate([[step, epoch, *scalars], *blocks])
+
+    def scalar(self, name):
+        """The column index of the scalar `name`."""
+        return 2 + self.scalars.index(name)
+
+    def block(self, name, n_layers):
+        """The column slice of the block `name` in a row of a monitor of `n_layers`."""
+        start = 2 + len(self.scalars) + self.blocks.index(name) * n_layers
+        return slice(start, start + n_layers)
+
+    def history(self, rows, layer_names):
+        """The rows as a dict: `layers`, `step` and `epoch`, one `(samples,)` array per
+        scalar, then one `(samples, layers)` array per block."""
+        n = len(layer_names)
+        width = 2 + len(self.scalars) + len(self.blocks) * n
+        rows = np.asarray(rows, dtype="float64").reshape(-1, width)
+        history = {
+            "layers": list(layer_names),
+            "step": rows[:, 0].astype("int64"),
+            "epoch": rows[:, 1].astype("int64"),
+        }
+        for name in self.scalars:
+            history[name] = rows[:, self.scalar(name)]
+        for name in self.blocks:
+            history[name] = rows[:, self.block(name, n)]
+        return history
+
+
 class Monitor(keras.callbacks.Callback):
     """The plumbing `GradientMonitor` and `ActivationMonitor` share.
 
     It checks and stores `every_n_batches`, `on_problem` and `verbose`, keeps the findings
-    (`problems`) and the raw samples (one row per sample: step, epoch, then one block of
-    per-layer values per statistic), and turns those rows into the `history` dict.
-    Subclasses set `warning_category`.
+    (`problems`) and the raw samples (one row per sample, laid out by `row_layout`), and
+    turns those rows into the `history` dict. Subclasses set `warning_category` and
+    `row_layout`.
     """
 
     warning_category = UserWarning
+    row_layout = None
 
     def __init__(self, every_n_batches, on_problem, verbose, allow_none=False):
         check_every_n_batches(every_n_batches, allow_none=allow_none)
@@ -173,22 +222,10 @@ class Monitor(keras.callbacks.Callback):
         self._reporter.reset()
         self._step = 0
 
-    def _history(self, blocks, scalars=()):
-        """The rows as a dict: `layers`, `step` and `epoch`, one `(samples,)` array per
-        name in `scalars`, then one `(samples, layers)` array per name in `blocks`, in the
-        order the rows hold them."""
-        n, head = len(self._layer_names), 2 + len(scalars)
-        rows = np.asarray(self._rows, dtype="float64").reshape(-1, head + len(blocks) * n)
-        history = {
-            "layers": list(self._layer_names),
-            "step": rows[:, 0].astype("int64"),
-            "epoch": rows[:, 1].astype("int64"),
-        }
-        for k, name in enumerate(scalars):
-            history[name] = rows[:, 2 + k]
-        for k, name in enumerate(blocks):
-            history[name] = rows[:, head + k * n:head + (k + 1) * n]
-        return history
+    @property
+    def history(self):
+        """The rows as a dict of NumPy arrays: see `RowLayout.history`."""
+        return self.row_layout.history(self._rows, self._layer_names)
 
     def _history_to_plot(self, path):
         """`history`, or a ValueError when there is nothing to plot yet."""
