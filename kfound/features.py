@@ -60,18 +60,17 @@ def backbone_features(classifier, dataset, batch_size, examples=None, verbose=0)
     """
     progress = keras.utils.Progbar(examples, unit_name="image") if verbose else None
     features, labels, names, seen = [], [], [], 0
-    for batch in dataset.batch(batch_size).prefetch(2):
+    for batch in dataset.batch(batch_size).prefetch(2).as_numpy_iterator():
         if len(batch) == 3:
-            names.extend(name.decode() for name in batch[0].numpy())
+            names.extend(name.decode() for name in batch[0])
         images, batch_labels = batch[-2:]
-        images = keras.ops.convert_to_numpy(images)
         count = len(images)
         if count < batch_size:
             padding = np.zeros((batch_size - count, *images.shape[1:]), images.dtype)
             images = np.concatenate([images, padding])
         batch = keras.ops.convert_to_numpy(classifier.features.predict_on_batch(images))
         features.append(batch[:count])
-        labels.append(keras.ops.convert_to_numpy(batch_labels))
+        labels.append(batch_labels)
         seen += count
         if progress is not None:
             progress.update(seen)

@@ -133,9 +133,10 @@ def predict_files(model, path, class_names=None, decode=None, batch_size=32, ver
         dataset = named_image_files_dataset(files, model.input_shape[1])
         dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         progress = keras.utils.Progbar(len(files), unit_name="file") if verbose else None
-        for batch_names, images in dataset:
+        # NumPy batches: JAX's and torch's predict_on_batch take no TensorFlow tensors.
+        for batch_names, images in dataset.as_numpy_iterator():
             probabilities.append(model.predict_on_batch(images))
-            names.extend(name.decode() for name in batch_names.numpy())
+            names.extend(name.decode() for name in batch_names)
             if progress is not None:
                 progress.update(len(names))
         if progress is not None:
