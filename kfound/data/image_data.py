@@ -170,6 +170,13 @@ class ImageData:
         self.skipped_files = skipped
         self.train_examples, self.val_examples = int(n_train), int(len(val_labels))
         self.files_checked = True
+        # The exact lengths, which a pipeline that drops corrupt files cannot know: Keras's
+        # JAX and torch trainers otherwise find an epoch's end by running out of data, and
+        # warn that they did.
+        exact = tf.data.experimental.assert_cardinality
+        self.train_unshuffled = self.train_unshuffled.apply(exact(self.train_examples))
+        val_batches = -(-self.val_examples // listing.val_batch_size)
+        self.val = self.val.apply(exact(val_batches))
         self.train = make_training_pipeline(
             self.train_unshuffled, self.num_classes, self.train_examples, self.batch_size,
             balance=self.balance, augment=listing.augment, seed=self.seed,
@@ -268,6 +275,7 @@ def load_image_data(
         folder, class_names, fingerprint = list_folder(
             spec.target, validation_fraction, seed, min_val_per_class)
         folder.augment, folder.shuffle_buffer = augment, shuffle_buffer
+        folder.val_batch_size = val_batch_size or 4 * batch_size
         counts, skipped = (len(folder.train_files), len(folder.val_files)), folder.others
     fingerprint = {"dataset": str(spec), **fingerprint}
     if len(class_names) < 2:
@@ -409,8 +417,11 @@ def balance_classes(dataset, num_classes, num_examples, seed=0):
         for c in range(num_classes)
     ]
     uniform = [1.0 / num_classes] * num_classes
-    return tf.data.Dataset.sample_from_datasets(per_class, weights=uniform, seed=seed).take(
-        num_examples
+    resampled = tf.data.Dataset.sample_from_datasets(per_class, weights=uniform, seed=seed)
+    # An endless stream cut to `num_examples`: exactly that long, which tf.data cannot tell
+    # through `filter`.
+    return resampled.take(num_examples).apply(
+        tf.data.experimental.assert_cardinality(num_examples)
     )
 
 

@@ -81,6 +81,9 @@ def test_a_folder_is_listed_without_decoding_and_checked_in_one_pass(tmp_path):
     assert [p.rsplit("/", 2)[-2:] for p in loaded.corrupt_files] == [["china", "broken.jpg"]]
     assert loaded.skipped_files == 2  # notes.txt and broken.jpg
     assert loaded.train_examples + loaded.val_examples == 10
+    # Exact lengths, so that no trainer has to run out of data to find an epoch's end.
+    assert loaded.train.cardinality() == -(-loaded.train_examples // 4)
+    assert loaded.val.cardinality() == -(-loaded.val_examples // 16)
     seen = 0
     for _ in range(2):  # the check pass filled the cache: the epochs decode nothing
         for images, labels in loaded.train:
@@ -155,6 +158,7 @@ def test_balanced_pipeline_keeps_the_epoch_length():
     loaded = data.load_image_data("embedded", image_size=8, batch_size=5, balance=True,
                                   train_per_class=5)
     assert sum(int(y.shape[0]) for _, y in loaded.train) == 10
+    assert loaded.train.cardinality() == 2  # known, as Keras's JAX and torch trainers need
 
 
 def test_augmentation_keeps_shapes():
