@@ -353,8 +353,6 @@ def _resumable_phase1(classifier, data, *, epochs, options, cache_features, feat
     phase 1 nor starts phase 2 from another random state.
     """
     done = resume.TrainingCheckpoint(os.path.join(backup_dir, "phase1_done"), log=options.log)
-    compile_classifier(classifier.head, learning_rate=options.learning_rate,
-                       optimizer=options.optimizer, jit_compile=options.jit_compile)
     if done.restore(classifier.head) == epochs:
         options.log(f"full: phase 1 finished earlier; restored its head from {done.folder}")
         first = resume.history_dict(done.history)

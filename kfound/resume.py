@@ -221,8 +221,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if len(generators) != len(state["seed_generators"]):
             raise ValueError(f"it holds {len(state['seed_generators'])} random states, the "
                              f"model {len(generators)}")
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        optimizer = getattr(model, "optimizer", None)  # None when never compiled
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
         try:
             model.load_weights(weights)
         except Exception as error:  # h5py and Keras raise several types for a bad file
