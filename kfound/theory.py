@@ -10,6 +10,7 @@
   seed spread.
 """
 
+import contextlib
 import math
 
 import keras
@@ -129,6 +130,31 @@ def weights_from_dense_kernels(hidden_kernel, output_kernel):
     o = np.asarray(output_kernel, dtype="float64")
     order = (h[0, 0], h[1, 0], h[0, 1], h[1, 1], o[0, 0], o[1, 0], o[0, 1], o[1, 1])
     return {f"w{k}": float(v) for k, v in enumerate(order, start=1)}
+
+
+@contextlib.contextmanager
+def float64_precision():
+    """Computes in float64 inside the block: Keras's `floatx`, and JAX's `jax_enable_x64`.
+
+    Without `jax_enable_x64`, JAX truncates every float64 array to float32 (with a
+    warning). Both settings are restored on exit, exceptions included. Under torch, Keras's
+    `ops.matmul` still computes a float64 `Dense` in float32.
+    """
+    floatx = keras.config.floatx()
+    jax_config = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax_config = jax.config
+        x64 = jax_config.read("jax_enable_x64")
+        jax_config.update("jax_enable_x64", True)
+    keras.config.set_floatx("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(floatx)
+        if jax_config is not None:
+            jax_config.update("jax_enable_x64", x64)
 
 
 def book_network_model():

@@ -170,17 +170,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     output = runs.start_run(args)
     # float64 end to end, so that a 1e-9 agreement means something (float32 keeps ~7 digits).
-    floatx = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    if keras.backend.backend() == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    try:
-        report = run(args, output)
-    finally:
-        keras.config.set_floatx(floatx)
-    return report
+    with theory.float64_precision():
+        return run(args, output)
 
 
 def run(args, output):

@@ -52,6 +52,17 @@ def test_one_step_gives_the_classic_weights():
 
 
 @pytest.mark.backend_independent
+def test_float64_precision_is_restored_on_every_exit():
+    floatx = keras.config.floatx()
+    with pytest.raises(RuntimeError, match="inside"):
+        with theory.float64_precision():
+            assert keras.config.floatx() == "float64"
+            assert keras.ops.convert_to_numpy(keras.ops.ones(2) / 3).dtype == np.float64
+            raise RuntimeError("inside")
+    assert keras.config.floatx() == floatx
+    assert keras.ops.convert_to_numpy(keras.ops.ones(2) / 3).dtype == np.float32
+
+
 def test_dense_kernel_layout_round_trips():
     hidden, output = theory.dense_kernels_2_2_2(NET["weights"])
     assert hidden[1, 0] == 0.20  # w2: input i2 -> unit h1
@@ -60,14 +71,16 @@ def test_dense_kernel_layout_round_trips():
 
 
 def test_backend_gradients_match_the_chain_rule():
-    model = theory.book_network_model()
     x = np.array([NET["inputs"]])
     y = np.array([NET["targets"]])
-    loss, (hk, hb, ok, ob) = theory.backend_gradients(model, theory.half_sum_squared_error, x, y)
-    # Only TensorFlow keeps this float64 model in float64 throughout: on JAX and torch, Keras's
-    # type promotion maps 64-bit results to 32 bits (JAX's default), so a matmul of two
-    # float64 tensors gives float32 there (the recipe sets jax_enable_x64 for JAX).
-    tol = 1e-12 if keras.backend.backend() == "tensorflow" else 1e-6
+    with theory.float64_precision():
+        model = theory.book_network_model()
+        loss, (hk, hb, ok, ob) = theory.backend_gradients(
+            model, theory.half_sum_squared_error, x, y
+        )
+    # float64 throughout except under torch, where Keras's ops.matmul computes a float64
+    # Dense in float32.
+    tol = 1e-6 if keras.backend.backend() == "torch" else 1e-12
     assert loss == pytest.approx(0.298371109, abs=max(tol, 5e-10))
     grads = theory.backprop_2_2_2(NET["inputs"], NET["targets"], NET["weights"], 0.35, 0.60)
     autodiff = theory.weights_from_dense_kernels(hk, ok)
