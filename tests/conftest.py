@@ -38,5 +38,5 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if backend != "tensorflow" and item.get_closest_marker("backend_independent"):
             item.add_marker(pytest.mark.skip(
-                reason="backend-independent (NumPy, stdlib or argument checks): run under "
-                       "TensorFlow only"))
+                reason="backend-independent (NumPy, stdlib or argument checks, or "
+                       "subprocesses that choose their own backend): run under TensorFlow only"))

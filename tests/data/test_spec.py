@@ -43,6 +43,7 @@ def test_the_argument_name_is_the_callers():
         parse_dataset("x", argument="images")
 
 
+@pytest.mark.backend_independent  # its subprocess runs JAX, whatever this backend
 def test_parsing_imports_no_tensorflow():
     # Under the TensorFlow backend `import keras` itself imports TensorFlow; under JAX
     # nothing that parsing needs does.

@@ -54,6 +54,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.backend_independent  # its subprocess runs JAX, whatever this backend
 def test_layers_and_initializers_need_no_tensorflow(tmp_path):
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax"}

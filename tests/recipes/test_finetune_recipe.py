@@ -270,6 +270,7 @@ def _head_run_under_jax(tmp_path, devices):
     return json.loads((output / "metrics.json").read_text())
 
 
+@pytest.mark.backend_independent  # its subprocess runs JAX, whatever this backend
 def test_two_jax_devices_fine_tune_on_one_and_say_so(tmp_path):
     one, two = (_head_run_under_jax(tmp_path, devices) for devices in (1, 2))
     assert one["distribution"] == two["distribution"] == {"kind": "none", "devices": 1}
