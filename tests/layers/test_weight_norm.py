@@ -211,7 +211,10 @@ def test_data_init_standardizes_recurrent_input_projection(name):
     np.testing.assert_allclose(projection.std(axis=0), 1.0, atol=1e-3)
 
 
-def _compiled(layer, input_shape, jit_compile=True, learning_rate=0.1):
+def _compiled(layer, input_shape, jit_compile="auto", learning_rate=0.1):
+    # "auto", the users' default: XLA on TensorFlow and JAX, eager on torch, where
+    # `torch.compile` costs seconds per model (test_data_init_runs_once_in_fit
+    # runs it once, with `jit_compile=True`).
     inputs = keras.Input(input_shape[1:])
     model = keras.Model(inputs, layer(inputs))
     optimizer = keras.optimizers.SGD(learning_rate)
