@@ -188,17 +188,24 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "sparse_initializer_golden.json
 def test_values_are_those_of_the_keras_src_subclass():
     # The outputs of kfound 0.1.0, whose SparseInitializer subclassed Keras's private
     # RandomInitializer, recorded per backend: the public base class and kfound's own
-    # seed handling draw exactly the same numbers.
+    # seed handling draw the same numbers. The same positions exactly; the same values to
+    # float32 rounding, which depends on how XLA compiled the normal sampler.
+    def same_draw(actual, expected, key):
+        expected = np.array(expected)
+        np.testing.assert_array_equal(actual != 0, expected != 0, key)
+        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=0, err_msg=key)
+
     with open(GOLDEN) as file:
         golden = json.load(file)[BACKEND]
     for seed in (0, 42, 1234):
         for shape, connections in [((6, 4), 2), ((3, 3, 2, 3), 5)]:
             init = SparseInitializer(connections=connections, stddev=0.5, seed=seed)
             key = f"seed={seed} shape={shape} connections={connections}"
-            np.testing.assert_array_equal(_numpy(init(shape)), np.array(golden[key]), key)
+            same_draw(_numpy(init(shape)), golden[key], key)
     init = SparseInitializer(connections=2, seed=keras.random.SeedGenerator(7))
-    calls = [_numpy(init((6, 4))) for _ in range(2)]
-    np.testing.assert_array_equal(calls, golden["SeedGenerator(7) shape=(6, 4) connections=2"])
+    calls = np.array([_numpy(init((6, 4))) for _ in range(2)])
+    key = "SeedGenerator(7) shape=(6, 4) connections=2"
+    same_draw(calls, golden[key], key)
 
 
 def test_subclasses_only_public_keras():
