@@ -71,6 +71,9 @@ class ImageData:
             counts and `corrupt_files` are exact. Always `True` but for a folder dataset
             before its first full pass (see `check_files`).
         folder: for a folder dataset, its `FolderListing`; else `None`.
+        augment: the augmentation layer of the training pipeline, or `None`.
+        shuffle_buffer: the training pipeline's shuffle buffer size.
+        val_batch_size: examples per validation batch.
     """
 
     train: tf.data.Dataset
@@ -90,6 +93,9 @@ class ImageData:
     corrupt_files: list = dataclasses.field(default_factory=list)
     files_checked: bool = True
     folder: "FolderListing | None" = None
+    augment: object = None
+    shuffle_buffer: "int | None" = None
+    val_batch_size: int = 1
 
     @property
     def num_classes(self):
@@ -175,14 +181,54 @@ class ImageData:
         # warn that they did.
         exact = tf.data.experimental.assert_cardinality
         self.train_unshuffled = self.train_unshuffled.apply(exact(self.train_examples))
-        val_batches = -(-self.val_examples // listing.val_batch_size)
+        val_batches = -(-self.val_examples // self.val_batch_size)
         self.val = self.val.apply(exact(val_batches))
+        self._rebuild_train()
+        return self
+
+    def trim_to_multiple(self, multiple):
+        """Drops each split's last examples down to a multiple of `multiple`.
+
+        `keras.distribution.DataParallel` splits every batch across its devices, the last,
+        partial batch of each pass included; with batch sizes divisible by the device
+        count, splits whose lengths are too make every batch split evenly. The files are
+        checked first (`check_files`), so the counts are exact. A trimmed dataset gets its
+        own `fingerprint`, so that no cache mixes it up with the whole one.
+
+        Args:
+            multiple: the device count.
+
+        Returns:
+            `(train, val)`: how many examples each split dropped (each below `multiple`).
+        """
+        checks.positive_int("multiple", multiple)
+        self.check_files()
+        train = self.train_examples - self.train_examples % multiple
+        val = self.val_examples - self.val_examples % multiple
+        dropped = (self.train_examples - train, self.val_examples - val)
+        if not any(dropped):
+            return dropped
+        if not train or not val:
+            raise ValueError(
+                f"Argument `multiple` must leave examples to train and validate on; "
+                f"{self.train_examples} training and {self.val_examples} validation "
+                f"examples hold {train} and {val}. Received: multiple={multiple}"
+            )
+        exact = tf.data.experimental.assert_cardinality
+        self.train_unshuffled = self.train_unshuffled.take(train).apply(exact(train))
+        self.val = (self.val.unbatch().take(val).batch(self.val_batch_size)
+                    .apply(exact(-(-val // self.val_batch_size))).prefetch(AUTOTUNE))
+        self.train_examples, self.val_examples = train, val
+        self.fingerprint = {**self.fingerprint, "trimmed_to_multiple_of": int(multiple)}
+        self._rebuild_train()
+        return dropped
+
+    def _rebuild_train(self):
         self.train = make_training_pipeline(
             self.train_unshuffled, self.num_classes, self.train_examples, self.batch_size,
-            balance=self.balance, augment=listing.augment, seed=self.seed,
-            shuffle_buffer=listing.shuffle_buffer,
+            balance=self.balance, augment=self.augment, seed=self.seed,
+            shuffle_buffer=self.shuffle_buffer,
         )
-        return self
 
     def _decoded_names(self, split, verbose):
         """The names of `split`'s decodable files, from one pass through its cache."""
@@ -274,8 +320,6 @@ def load_image_data(
     else:
         folder, class_names, fingerprint = list_folder(
             spec.target, validation_fraction, seed, min_val_per_class)
-        folder.augment, folder.shuffle_buffer = augment, shuffle_buffer
-        folder.val_batch_size = val_batch_size or 4 * batch_size
         counts, skipped = (len(folder.train_files), len(folder.val_files)), folder.others
     fingerprint = {"dataset": str(spec), **fingerprint}
     if len(class_names) < 2:
@@ -301,7 +345,8 @@ def load_image_data(
         seed=seed, shuffle_buffer=shuffle_buffer,
     )
     # Evaluation keeps no activations for backprop, so it affords bigger batches.
-    val = val.batch(val_batch_size or 4 * batch_size).prefetch(AUTOTUNE)
+    val_batch_size = int(val_batch_size or 4 * batch_size)
+    val = val.batch(val_batch_size).prefetch(AUTOTUNE)
     return ImageData(
         train=pipeline,
         train_unshuffled=train,
@@ -319,6 +364,9 @@ def load_image_data(
         fingerprint=fingerprint,
         files_checked=folder is None,
         folder=folder,
+        augment=augment,
+        shuffle_buffer=shuffle_buffer,
+        val_batch_size=val_batch_size,
     )
 
 
@@ -331,8 +379,7 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     again. The validation pipeline is kept: its batch size changes no metric.
 
     Args:
-        data: an `ImageData` without augmentation (its layer is not kept in `ImageData`,
-            so it could not be rebuilt).
+        data: an `ImageData`.
         batch_size: examples per training batch.
         shuffle_buffer: the most images the shuffle buffer holds. Defaults to `1024`, as
             in `load_image_data`.
@@ -348,17 +395,13 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     """
     checks.positive_int("batch_size", batch_size)
     data.check_files()
-    if data.augmented:
-        raise ValueError(
-            "Argument `data` must not be augmented: `ImageData` does not keep its "
-            "augmentation layer, so `rebatch` cannot rebuild the pipeline; load the data "
-            f"again with the new batch size. Received: data.augmented={data.augmented}"
-        )
     train = make_training_pipeline(
         data.train_unshuffled, data.num_classes, data.train_examples, batch_size,
-        balance=data.balance, seed=data.seed, shuffle_buffer=shuffle_buffer,
+        balance=data.balance, augment=data.augment, seed=data.seed,
+        shuffle_buffer=shuffle_buffer,
     )
-    return dataclasses.replace(data, train=train, batch_size=int(batch_size))
+    return dataclasses.replace(data, train=train, batch_size=int(batch_size),
+                               shuffle_buffer=shuffle_buffer)
 
 
 def make_training_pipeline(

@@ -24,9 +24,6 @@ class FolderListing:
         train_labels, val_labels: their int32 class indices, from their sub-folders.
         others: the files left out for their extension.
         min_val_per_class: see `load_image_data`.
-        augment: the training pipeline's augmentation layer, or `None`.
-        shuffle_buffer: the training pipeline's shuffle buffer.
-        val_batch_size: the validation pipeline's batch size.
         cached: `{"train": ds, "val": ds}`, the `(file, image, label)` datasets the
             training and validation pipelines read, cached in memory when they fit.
         filled: the splits whose whole `cached` dataset has been read once (by
@@ -40,9 +37,6 @@ class FolderListing:
     val_labels: np.ndarray
     others: int
     min_val_per_class: "int | None" = None
-    augment: object = None
-    shuffle_buffer: "int | None" = None
-    val_batch_size: int = 1
     cached: dict = dataclasses.field(default_factory=dict)
     filled: set = dataclasses.field(default_factory=set)
 

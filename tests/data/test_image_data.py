@@ -259,18 +259,43 @@ def test_rebatch_shares_the_images_and_keeps_the_settings():
     assert [len(y) for _, y in batches] == [4] * 5  # 20 examples, one epoch
 
 
-@pytest.mark.parametrize(
-    "augment, batch_size, match",
-    [
-        (False, 0, r"`batch_size` must be a positive integer\. Received: batch_size=0"),
-        (True, 4, r"must not be augmented.*Received: data\.augmented=True"),
-    ],
-)
-def test_bad_rebatch_arguments_are_clear_errors(augment, batch_size, match):
-    layers = data.augmentation_layers(flip=None, pca_lighting=0) if augment else None
-    loaded = data.load_image_data("embedded", image_size=8, augment=layers)
-    with pytest.raises(ValueError, match=match):
-        data.rebatch(loaded, batch_size)
+def test_rebatch_keeps_the_augmentation():
+    layers = data.augmentation_layers(flip=None, rotation=0, zoom=0, contrast=0, seed=1)
+    loaded = data.load_image_data("embedded", image_size=8, augment=layers, train_per_class=2)
+    images, _ = next(iter(data.rebatch(loaded, batch_size=2).train))
+    raw, _ = next(iter(loaded.train_unshuffled.batch(4)))
+    # PCA lighting shifts every pixel of an image by its own colour offset.
+    assert images.shape == (2, 8, 8, 3) and not np.isin(images.numpy(), raw.numpy()).all()
+
+
+def test_bad_rebatch_arguments_are_clear_errors():
+    loaded = data.load_image_data("embedded", image_size=8)
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer\. "
+                                         r"Received: batch_size=0$"):
+        data.rebatch(loaded, 0)
+
+
+@pytest.mark.parametrize("spec", ["embedded", "folder"])
+def test_trim_to_multiple_makes_every_batch_split_evenly(spec, tmp_path):
+    if spec == "folder":
+        spec = f"folder:{write_image_folder(tmp_path / 'photos', per_class=10)}"
+    loaded = data.load_image_data(spec, image_size=8, batch_size=4, val_batch_size=8,
+                                  train_per_class=3, validation_fraction=0.3)
+    loaded.check_files()  # what trim_to_multiple does first, so the counts are exact
+    before = (loaded.train_examples, loaded.val_examples, dict(loaded.fingerprint))
+    dropped = loaded.trim_to_multiple(4)
+    assert any(dropped) and max(dropped) < 4
+    assert (loaded.train_examples + dropped[0], loaded.val_examples + dropped[1]) == before[:2]
+    assert loaded.train_examples % 4 == 0 and loaded.val_examples % 4 == 0
+    for split, examples in ((loaded.train, loaded.train_examples),
+                            (loaded.val, loaded.val_examples)):
+        sizes = [len(y) for _, y in split]
+        assert all(size % 4 == 0 for size in sizes) and sum(sizes) == examples, sizes
+    assert loaded.fingerprint == {**before[2], "trimmed_to_multiple_of": 4}
+    assert loaded.trim_to_multiple(4) == (0, 0)
+    with pytest.raises(ValueError, match=r"`multiple` must leave examples.*Received: "
+                                         r"multiple=1000$"):
+        loaded.trim_to_multiple(1000)
 
 
 def test_a_class_without_a_readable_image_is_refused_by_name(tmp_path):
