@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kfound import checks, resume
+from kfound import checks, distribution, resume
 from kfound.backbones import freeze_batchnorm, unfreeze_index
 from kfound.features import cached_features
 from kfound.layers.backbone_preprocessing import BackbonePreprocessing
@@ -251,6 +251,8 @@ def fit_head(
     checks.positive_int("feature_eval_batch_size", feature_eval_batch_size)
     checks.positive_int("feature_batch_size", feature_batch_size)
     checks.positive_int("feature_steps_per_execution", feature_steps_per_execution)
+    distribution.check_batch_size(feature_batch_size, "feature_batch_size")
+    distribution.check_batch_size(feature_eval_batch_size, "feature_eval_batch_size")
     classifier.freeze_backbone()
     steps_per_execution = 1
     classifier.features_report = None
@@ -259,6 +261,10 @@ def fit_head(
             classifier, data, feature_cache, batch_size=feature_batch_size,
             verbose=options.verbose != 0, log=options.log,
         )
+        # Under DataParallel every batch must split across the devices (a no-op once
+        # `data.trim_to_multiple` has cut the images the same way).
+        x, y = distribution.trim_to_devices(x, y)
+        x_val, y_val = distribution.trim_to_devices(x_val, y_val)
         train = resume.EpochPipeline(
             tf.data.Dataset.from_tensor_slices((x, y)), data.num_classes, len(x),
             data.batch_size, balance=data.balance, seed=data.seed,

@@ -430,22 +430,27 @@ def main(argv=None):
                              on_ready=lambda: runs.start_run(args))
 
     check_backbone(args, image_size)  # name, --alpha, --image-size, --weights, --unfreeze-from
+    # Every device of this machine: under JAX, keras.distribution.DataParallel, which
+    # splits each batch across them, so the batch sizes must divide evenly.
+    placement = distribution.setup()
+    devices = distribution.data_parallel_devices()
+    distribution.check_batch_size(args.batch_size)
     data = load(image_size)
-    if args.state != "head" or args.augment or args.no_cache_features:
+    if args.state != "head" or args.augment or args.no_cache_features or devices > 1:
         # These runs train on the images: the pass that checks every file decodes each
         # once into the in-memory cache (when they fit), which the first epoch then reads.
         # The head state's one pass over the images is the backbone features' own.
         data.check_files(verbose=not args.smoke)
+    if devices > 1:
+        # ...the last, partial batch of each pass included: the splits are cut to a
+        # multiple of the device count.
+        dropped = data.trim_to_multiple(devices)
+        if any(dropped):
+            print(f"data: {dropped[0]} training and {dropped[1]} validation images left out "
+                  f"so that every batch splits across the {devices} devices")
     output = runs.start_run(args)  # args.json, once every argument and the data are valid
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    if keras.backend.backend() == "jax":
-        # keras.distribution.DataParallel needs every batch, each pass's last one included,
-        # to split evenly across the devices, which the image pipelines don't ensure yet:
-        # fine-tuning under JAX trains on one device (the search's trials do use them all).
-        placement = distribution.Distribution("none", 1)
-    else:
-        placement = distribution.setup()
     weights = resolve_weights(args, image_size, output)
     checked = "" if data.files_checked else " (corrupt files are dropped as they are decoded)"
     print(f"data: {args.dataset}: {data.train_examples} training and {data.val_examples} "

@@ -9,6 +9,7 @@ import time
 import warnings
 
 import keras
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
@@ -261,21 +262,47 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     assert len(_read_csv(tmp_path / "killed" / "history.csv")) == 20
 
 
-def _head_run_under_jax(tmp_path, devices):
+def _run_under_jax(tmp_path, devices, state, *flags, check=True):
     env = {**os.environ, "KERAS_BACKEND": "jax",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     output = tmp_path / f"devices{devices}"
-    subprocess.run([sys.executable, str(RECIPE), "--smoke", "--state", "head",
-                    "--output", str(output)], env=env, check=True, capture_output=True)
-    return json.loads((output / "metrics.json").read_text())
+    run = subprocess.run([sys.executable, str(RECIPE), "--smoke", "--state", state,
+                          "--output", str(output), *flags], env=env, capture_output=True,
+                         text=True)
+    assert not check or run.returncode == 0, run.stderr[-3000:]
+    return output, run
 
 
 @pytest.mark.backend_independent  # its subprocess runs JAX, whatever this backend
-def test_two_jax_devices_fine_tune_on_one_and_say_so(tmp_path):
-    one, two = (_head_run_under_jax(tmp_path, devices) for devices in (1, 2))
-    assert one["distribution"] == two["distribution"] == {"kind": "none", "devices": 1}
-    assert two["val_accuracy"] == pytest.approx(one["val_accuracy"], abs=1e-6)
-    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+def test_two_jax_devices_fine_tune_under_data_parallel(tmp_path):
+    one, _ = _run_under_jax(tmp_path, 1, "head")
+    two, run = _run_under_jax(tmp_path, 2, "all")
+    single = json.loads((one / "metrics.json").read_text())
+    assert single["distribution"] == {"kind": "none", "devices": 1}
+    for state in ("head", "full", "scratch"):
+        metrics = json.loads((two / state / "metrics.json").read_text())
+        assert metrics["distribution"] == {"kind": "DataParallel", "devices": 2}, state
+        # The smoke task's 895 validation images lose one, so that every batch splits.
+        assert (metrics["train_examples"], metrics["val_examples"]) == (4, 894)
+    assert "1 validation images left out so that every batch splits across the 2 devices" \
+        in run.stdout
+    # The same training batches on one device and on two give the same losses.
+    losses = [[float(row["loss"]) for row in _read_csv(folder / "history.csv")]
+              for folder in (one, two / "head")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    head = json.loads((two / "head" / "metrics.json").read_text())
+    assert head["val_accuracy"] == pytest.approx(single["val_accuracy"], abs=1 / 894 + 1e-6)
+    assert (two / "predict" / "predictions.csv").exists()
+
+
+@pytest.mark.backend_independent  # its subprocess runs JAX, whatever this backend
+def test_a_batch_size_that_does_not_split_across_the_devices_is_refused(tmp_path):
+    output, run = _run_under_jax(tmp_path, 2, "head", "--batch-size", "3", check=False)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        "error: Argument `batch_size` must be divisible by the 2 devices that "
+        "keras.distribution.DataParallel splits each batch across. Received: batch_size=3")
+    assert not output.exists()  # refused before the run started
 
 
 def test_predict_with_a_model_of_an_unregistered_kfound_class_says_so(recipe, tmp_path):
