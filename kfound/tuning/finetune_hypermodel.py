@@ -7,7 +7,7 @@ It loads its datasets through `kfound.data` (tf.data, TFDS), so it needs TensorF
 import keras
 import keras_tuner as kt
 
-from kfound import _compat, backbones, finetune
+from kfound import _compat, backbones, distribution, finetune
 from kfound import data as kdata
 from kfound.tuning import rules
 from kfound.tuning.hypermodels import SpaceHyperModel
@@ -104,8 +104,12 @@ class FinetuneHyperModel(SpaceHyperModel):
         size = self.value(hp, "image_size") or backbones.default_image_size(
             self.value(hp, "backbone"))
         if size not in self._loaded:
-            self._loaded[size] = kdata.load_image_data(
+            data = kdata.load_image_data(
                 self.dataset, size, batch_size=self.DEFAULTS["batch_size"], seed=self.seed)
+            devices = distribution.data_parallel_devices()
+            if devices > 1:  # DataParallel: every batch, the last ones too, splits evenly
+                data.trim_to_multiple(devices)
+            self._loaded[size] = data
         data = self._loaded[size]
         batch_size = self.value(hp, "batch_size")
         return data if batch_size == data.batch_size else kdata.rebatch(data, batch_size)
@@ -114,13 +118,14 @@ class FinetuneHyperModel(SpaceHyperModel):
         backbone_name = self.value(hp, "backbone")
         weights = self.value(hp, "weights")
         alpha = self.value(hp, "alpha")
-        backbone = backbones.build_backbone(
-            backbone_name, weights=None if weights == "none" else weights,
-            image_size=self.data(hp).image_size,
-            alpha=None if alpha is None else float(alpha),
-        )
-        self._classifier = finetune.Classifier(backbone, backbone_name, self.num_classes,
-                                               dropout=self.value(hp, "dropout"))
+        with distribution.scope():  # DataParallel under JAX with several devices.
+            backbone = backbones.build_backbone(
+                backbone_name, weights=None if weights == "none" else weights,
+                image_size=self.data(hp).image_size,
+                alpha=None if alpha is None else float(alpha),
+            )
+            self._classifier = finetune.Classifier(backbone, backbone_name, self.num_classes,
+                                                   dropout=self.value(hp, "dropout"))
         return self._classifier.model
 
     def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
@@ -149,19 +154,21 @@ class FinetuneHyperModel(SpaceHyperModel):
             callbacks=callbacks, jit_compile=self.jit_compile, verbose=verbose,
             log=print if verbose else lambda message: None,
         )
+        distribution.check_batch_size(self.value(hp, "batch_size"))
         data = self.data(hp)
         epochs = self.capped(self.value(hp, "epochs"))
-        if self.value(hp, "state") == "head":
-            history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
-                                        feature_cache=self.feature_cache)
-        else:
-            history = finetune.fit_full(
-                classifier, data, epochs=epochs, options=options,
-                feature_cache=self.feature_cache,
-                fine_tune_epochs=self.capped(self.value(hp, "fine_tune_epochs")),
-                fine_tune_learning_rate=self.value(hp, "fine_tune_learning_rate"),
-                unfreeze_from=float(self.value(hp, "unfreeze_from")),
-            )
+        with distribution.scope():
+            if self.value(hp, "state") == "head":
+                history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
+                                            feature_cache=self.feature_cache)
+            else:
+                history = finetune.fit_full(
+                    classifier, data, epochs=epochs, options=options,
+                    feature_cache=self.feature_cache,
+                    fine_tune_epochs=self.capped(self.value(hp, "fine_tune_epochs")),
+                    fine_tune_learning_rate=self.value(hp, "fine_tune_learning_rate"),
+                    unfreeze_from=float(self.value(hp, "unfreeze_from")),
+                )
         result = keras.callbacks.History()
         result.epoch = [e - 1 for e in history["epoch"]]
         result.history = {k: v for k, v in history.items() if k not in ("epoch", "phase")}

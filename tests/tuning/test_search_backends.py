@@ -88,3 +88,25 @@ except ValueError as e:
         else:
             assert best["distribution"] == {"kind": "none", "devices": 1}
     assert scores[2] == pytest.approx(scores[1], rel=1e-4)
+
+
+def test_a_finetune_search_trains_under_data_parallel_over_two_devices(tmp_path):
+    code = f"""
+from kfound.tuning import search
+search.main(["--space", "tuning/spaces/finetune.yaml", "--tuner", "random", "--smoke",
+             "--max-trials", "1", "--quiet", "--output", "{tmp_path / 'run'}"])
+import keras_tuner as kt
+from kfound.tuning import finetune_hypermodel
+hypermodel = finetune_hypermodel.FinetuneHyperModel("embedded")
+hp = kt.HyperParameters()
+model = hypermodel.build(hp)
+print("devices per variable:", {{len(w.value.sharding.device_set) for w in model.weights}})
+print("validation images:", hypermodel.data(hp).val_examples)
+"""
+    printed = _jax(code, tmp_path, devices=2)
+    assert "devices per variable: {2}" in printed
+    assert "validation images: 878" in printed  # 879, cut so that every batch splits
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["distribution"] == {"kind": "DataParallel", "devices": 2}
+    trials = json.loads((tmp_path / "run" / "trials.json").read_text())
+    assert [t["status"] for t in trials] == ["COMPLETED"]
