@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kfound.data.image_data import make_training_pipeline
+from kfound.data.training_pipeline import make_training_pipeline
 
 KEEP = 2  # checkpoints kept: the latest and the last good one before it
 _WEIGHTS = "model.weights.h5"

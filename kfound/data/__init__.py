@@ -5,6 +5,8 @@
 - `kfound.data.bundled`: scikit-learn's digits and the offline transfer task, as NumPy.
 - `kfound.data.image_data`, `kfound.data.image_files`: image-classification pipelines
   over TFDS, image folders or the embedded task, in `tf.data`.
+- `kfound.data.training_pipeline`: shuffling, class balancing and augmentation of training
+  batches.
 - `kfound.data.augmentation`: the training pipelines' augmentation layers.
 
 The grammar and the bundled datasets need no TensorFlow; the pipelines do, and they import
@@ -24,8 +26,8 @@ _PIPELINES = {
     "ImageData": "image_data",
     "load_image_data": "image_data",
     "rebatch": "image_data",
-    "make_training_pipeline": "image_data",
-    "balance_classes": "image_data",
+    "make_training_pipeline": "training_pipeline",
+    "balance_classes": "training_pipeline",
     "image_candidates": "image_files",
     "named_image_files_dataset": "image_files",
     "labelled_image_files_dataset": "image_files",
