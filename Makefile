@@ -24,12 +24,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # Every test under TensorFlow; under JAX and torch, the layers, initializers, callbacks, the
-# dataset grammar, `import kfound`, the chapter's formulas, the smoke test of every recipe
-# and the search's tests (tests of pure NumPy, stdlib or argument-check code, marked
-# `backend_independent`, skip themselves there). Fine-tuning's own tests (tests/test_finetune.py,
-# tests/test_features.py, tests/data) are not yet run there, for time: see issue 12.
+# dataset grammar, `import kfound`, the chapter's formulas, fine-tuning (its states, the
+# feature cache and resumable training), the smoke test of every recipe and the search's
+# tests (tests of pure NumPy, stdlib or argument-check code, and those whose subprocess
+# picks its own backend, are marked `backend_independent` and skip themselves there). The
+# tf.data pipelines (tests/data), backbones, prediction and the finetune hypermodel run
+# under TensorFlow only, for time; the recipe and search tests run them on every backend.
 BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data/test_spec.py \
-	tests/test_import.py tests/test_theory.py tests/recipes tests/tuning/test_search.py \
+	tests/test_import.py tests/test_theory.py tests/test_finetune.py tests/test_features.py \
+	tests/test_resume.py tests/recipes tests/tuning/test_search.py \
 	tests/tuning/test_search_backends.py
 
 test: lint
