@@ -441,13 +441,12 @@ def main(argv=None):
         # once into the in-memory cache (when they fit), which the first epoch then reads.
         # The head state's one pass over the images is the backbone features' own.
         data.check_files(verbose=not args.smoke)
-    if devices > 1:
-        # ...the last, partial batch of each pass included: the splits are cut to a
-        # multiple of the device count.
-        dropped = data.trim_to_multiple(devices)
-        if any(dropped):
-            print(f"data: {dropped[0]} training and {dropped[1]} validation images left out "
-                  f"so that every batch splits across the {devices} devices")
+    # ...the last, partial batch of each pass included: the splits are cut to a multiple
+    # of the device count.
+    dropped = data.trim_to_multiple(devices)
+    if any(dropped):
+        print(f"data: {dropped[0]} training and {dropped[1]} validation images left out "
+              f"so that every batch splits across the {devices} devices")
     output = runs.start_run(args)  # args.json, once every argument and the data are valid
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")

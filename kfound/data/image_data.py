@@ -177,14 +177,7 @@ class ImageData:
         self.skipped_files = skipped
         self.train_examples, self.val_examples = int(n_train), int(len(val_labels))
         self.files_checked = True
-        # The exact lengths, which a pipeline that drops corrupt files cannot know: Keras's
-        # JAX and torch trainers otherwise find an epoch's end by running out of data, and
-        # warn that they did.
-        exact = tf.data.experimental.assert_cardinality
-        self.train_unshuffled = self.train_unshuffled.apply(exact(self.train_examples))
-        val_batches = -(-self.val_examples // self.val_batch_size)
-        self.val = self.val.apply(exact(val_batches))
-        self._rebuild_train()
+        self._state_exact_lengths()
         return self
 
     def trim_to_multiple(self, multiple):
@@ -192,17 +185,19 @@ class ImageData:
 
         `keras.distribution.DataParallel` splits every batch across its devices, the last,
         partial batch of each pass included; with batch sizes divisible by the device
-        count, splits whose lengths are too make every batch split evenly. The files are
-        checked first (`check_files`), so the counts are exact. A trimmed dataset gets its
-        own `fingerprint`, so that no cache mixes it up with the whole one.
+        count, splits whose lengths are too make every batch split evenly. Above 1, the
+        files are checked first (`check_files`), so the counts are exact. A trimmed dataset
+        gets its own `fingerprint`, so that no cache mixes it up with the whole one.
 
         Args:
-            multiple: the device count.
+            multiple: the device count; 1 changes nothing.
 
         Returns:
             `(train, val)`: how many examples each split dropped (each below `multiple`).
         """
         checks.positive_int("multiple", multiple)
+        if multiple == 1:
+            return 0, 0
         self.check_files()
         train = self.train_examples - self.train_examples % multiple
         val = self.val_examples - self.val_examples % multiple
@@ -215,16 +210,23 @@ class ImageData:
                 f"{self.train_examples} training and {self.val_examples} validation "
                 f"examples hold {train} and {val}. Received: multiple={multiple}"
             )
-        exact = tf.data.experimental.assert_cardinality
-        self.train_unshuffled = self.train_unshuffled.take(train).apply(exact(train))
-        self.val = (self.val.unbatch().take(val).batch(self.val_batch_size)
-                    .apply(exact(-(-val // self.val_batch_size))).prefetch(AUTOTUNE))
+        self.train_unshuffled = self.train_unshuffled.take(train)
+        self.val = self.val.unbatch().take(val).batch(self.val_batch_size).prefetch(AUTOTUNE)
         self.train_examples, self.val_examples = train, val
         self.fingerprint = {**self.fingerprint, "trimmed_to_multiple_of": int(multiple)}
-        self._rebuild_train()
+        self._state_exact_lengths()
         return dropped
 
-    def _rebuild_train(self):
+    def _state_exact_lengths(self):
+        """Tells `train_unshuffled` and `val` their exact lengths, and rebuilds `train`.
+
+        A pipeline that drops corrupt files, or is cut short, cannot know its length:
+        Keras's JAX and torch trainers otherwise find an epoch's end by running out of
+        data, and warn that they did.
+        """
+        exact = tf.data.experimental.assert_cardinality
+        self.train_unshuffled = self.train_unshuffled.apply(exact(self.train_examples))
+        self.val = self.val.apply(exact(-(-self.val_examples // self.val_batch_size)))
         self.train = make_training_pipeline(
             self.train_unshuffled, self.num_classes, self.train_examples, self.batch_size,
             balance=self.balance, augment=self.augment, seed=self.seed,

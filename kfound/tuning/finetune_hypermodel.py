@@ -106,9 +106,8 @@ class FinetuneHyperModel(SpaceHyperModel):
         if size not in self._loaded:
             data = kdata.load_image_data(
                 self.dataset, size, batch_size=self.DEFAULTS["batch_size"], seed=self.seed)
-            devices = distribution.data_parallel_devices()
-            if devices > 1:  # DataParallel: every batch, the last ones too, splits evenly
-                data.trim_to_multiple(devices)
+            # DataParallel: every batch, each pass's last one too, splits evenly.
+            data.trim_to_multiple(distribution.data_parallel_devices())
             self._loaded[size] = data
         data = self._loaded[size]
         batch_size = self.value(hp, "batch_size")
