@@ -11,11 +11,19 @@ proceeds only when every argument that changes a result equals the recorded one 
 deterministic recipe then computes the same results again; a resumable one resumes).
 Otherwise it refuses before any work, names each differing argument with its old and new
 value, and points to `--overwrite`.
+
+The flag rules: `check_flags(args, epochs=integers(), rates=numbers(0, 1, high_inclusive=False))`
+checks parsed values before any work, with the message of `kfound.checks` (the argument,
+what was expected, "Received: name=value").
 """
 
+import collections
 import json
+import math
+import numbers as _numbers
 import os
 import shutil
+import sys
 
 DEFAULT_SEED = 1337
 SAVED_MODELS = "saved_models"
@@ -67,6 +75,121 @@ def add_run_arguments(parser, run_name, not_results=None):
         _not_results=None if not_results is None else (*ALWAYS_NOT_RESULTS, *not_results),
     )
     return parser
+
+
+Rule = collections.namedtuple("Rule", ["expected", "holds"])
+Rule.__doc__ = """A flag rule: what the value must be (for the message) and its test."""
+
+
+def integers(minimum=1, maximum=None):
+    """The rule for an integer flag in `[minimum, maximum]`.
+
+    Args:
+        minimum: the smallest allowed value, or `None` for no bound. Defaults to `1`.
+        maximum: the largest allowed value, or `None` for no bound. Defaults to `None`.
+
+    Returns:
+        A `Rule` for `check_flags`.
+    """
+    if maximum is not None:
+        expected = f"an integer in [{minimum}, {maximum}]"
+    else:
+        expected = {1: "a positive integer", 0: "a non-negative integer",
+                    None: "an integer"}.get(minimum, f"an integer >= {minimum}")
+    return Rule(expected, lambda v: (
+        isinstance(v, int) and not isinstance(v, bool)
+        and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
+    ))
+
+
+def numbers(low=None, high=None, *, low_inclusive=True, high_inclusive=True):
+    """The rule for a finite number flag within a range.
+
+    `inf` and `nan` are always refused.
+
+    Args:
+        low: the lower bound, or `None` for none. Defaults to `None`.
+        high: the upper bound, or `None` for none. Defaults to `None`.
+        low_inclusive: whether `low` itself is allowed. Defaults to `True`.
+        high_inclusive: whether `high` itself is allowed. Defaults to `True`.
+
+    Returns:
+        A `Rule` for `check_flags`.
+    """
+    if low is None and high is None:
+        expected = "a finite number"
+    elif high is None:
+        expected = (f"a finite number {'>=' if low_inclusive else '>'} {low}" if low != 0
+                    else f"a finite {'non-negative' if low_inclusive else 'positive'} number")
+    elif low is None:
+        expected = f"a finite number {'<=' if high_inclusive else '<'} {high}"
+    else:
+        expected = (f"a finite number in {'[' if low_inclusive else '('}{low}, "
+                    f"{high}{']' if high_inclusive else ')'}")
+    return Rule(expected, lambda v: (
+        isinstance(v, _numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        and (low is None or (v >= low if low_inclusive else v > low))
+        and (high is None or (v <= high if high_inclusive else v < high))
+    ))
+
+
+def flag_error(dest, expected, value):
+    """The `ValueError` for flag `dest` (its `argparse` name) whose `value` is not `expected`.
+
+    For the checks between flags that `check_flags` cannot state, with the same message.
+    """
+    return ValueError(f"Argument `--{dest.replace('_', '-')}` must be {expected}. "
+                      f"Received: {dest}={value!r}")
+
+
+def check_flags(args, **rules):
+    """Checks parsed flags against their rules, before any work.
+
+    Call it on the values the user gave: after `parse_args`, before `--smoke` replaces any.
+
+    Args:
+        args: the parsed `argparse.Namespace`.
+        **rules: for a flag's `dest`, the `Rule` its value must meet (`integers(...)`,
+            `numbers(...)`). A list (a flag with `nargs`) must meet it in every element,
+            with no element given twice. A `None` value (a flag left at its `None`
+            default) is not checked.
+
+    Returns:
+        `args`.
+
+    Raises:
+        ValueError: for the first flag that breaks its rule (see `flag_error`).
+    """
+    for dest, rule in rules.items():
+        value = getattr(args, dest)
+        if isinstance(value, list):
+            if not all(rule.holds(v) for v in value) or len(set(value)) < len(value):
+                raise flag_error(dest, f"a list of distinct values, each {rule.expected}",
+                                 value)
+        elif value is not None and not rule.holds(value):
+            raise flag_error(dest, rule.expected, value)
+    return args
+
+
+def run_main(main):
+    """Runs a script's `main()`, ending a bad argument's `ValueError` with one line.
+
+    The line is `<script>: error: <message>`, with exit status 1, as `argparse` reports its
+    own errors. A `ValueError` without "Received: " in its message is not about an argument
+    (it is a bug) and keeps its traceback.
+
+    Args:
+        main: the script's `main`, called without arguments.
+
+    Returns:
+        What `main()` returns.
+    """
+    try:
+        return main()
+    except ValueError as error:
+        if "Received: " not in str(error):
+            raise
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")
 
 
 def result_arguments(args):

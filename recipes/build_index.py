@@ -32,32 +32,13 @@ python recipes/build_index.py --list                   # the recipes `make recip
 """
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import re
 import shutil
 import sys
 
-
-def _light_kfound_module(name):
-    """`kfound/<name>.py`, loaded by its path without running `kfound/__init__.py`.
-
-    `import kfound` registers its layers, which imports Keras and, under the TensorFlow
-    backend, TensorFlow: seconds that this script, which needs only `kfound.io_utils` (the
-    standard library alone), would wait for.
-    """
-    package = importlib.util.find_spec("kfound")  # finds kfound without importing it
-    if package is None:
-        raise ModuleNotFoundError("No module named 'kfound'", name="kfound")
-    path = pathlib.Path(package.submodule_search_locations[0]) / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"kfound_{name}_light", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-io_utils = _light_kfound_module("io_utils")  # atomic writes
+from _light import io_utils  # kfound.io_utils without Keras: this script needs no Keras
 
 RECIPES = pathlib.Path(__file__).resolve().parent
 RESULTS = RECIPES / "results"
@@ -74,8 +55,9 @@ PENDING = "no full run committed yet"
 
 
 def recipe_names(folder=RECIPES):
-    """The recipes that must have a report: every `*.py` in `folder` but `NOT_INDEXED`."""
-    return sorted(p.stem for p in pathlib.Path(folder).glob("*.py") if p.stem not in NOT_INDEXED)
+    """The recipes that must have a report: every `*.py` in `folder` but `NOT_INDEXED` and `_*`."""
+    return sorted(p.stem for p in pathlib.Path(folder).glob("*.py")
+                  if p.stem not in NOT_INDEXED and not p.stem.startswith("_"))
 
 
 def check_report(report, name):

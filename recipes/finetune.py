@@ -16,35 +16,14 @@ python recipes/finetune.py --state predict --model saved_models/RUN/full/model.k
 
 import argparse
 import csv
-import importlib.util
 import json
-import math
 import os
-import pathlib
-import sys
 import time
 
 # No kfound, Keras or TensorFlow import here: `import kfound` registers its layers, which
 # imports Keras and, under the TensorFlow backend, TensorFlow (seconds). The flags are parsed
 # and checked first, so a bad one is reported at once; each function imports what it uses.
-
-
-def _light_kfound_module(name):
-    """`kfound/<name>.py`, loaded by its path without running `kfound/__init__.py`.
-
-    For kfound's modules that need only the standard library, such as `run_arguments`.
-    """
-    package = importlib.util.find_spec("kfound")  # finds kfound without importing it
-    if package is None:
-        raise ModuleNotFoundError("No module named 'kfound'", name="kfound")
-    path = pathlib.Path(package.submodule_search_locations[0]) / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"kfound_{name}_light", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_arguments = _light_kfound_module("run_arguments")  # --seed, --output, --smoke, --overwrite
+from _light import run_arguments
 
 """
 ## The three states, and the baseline
@@ -218,26 +197,20 @@ def parse_args(argv=None):
         ValueError: naming the first bad flag.
     """
     args = build_parser().parse_args(argv)
-    positive = ["epochs", "fine_tune_epochs", "batch_size", "min_val_per_class"]
-    if args.image_size is not None:
-        positive.append("image_size")
-    for name in positive:
-        value = getattr(args, name)
-        if value < 1:
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive "
-                             f"integer. Received: {name}={value}")
-    for name in ("learning_rate", "fine_tune_learning_rate", "alpha"):
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive, "
-                             f"finite number. Received: {name}={value}")
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    positive = numbers(0, low_inclusive=False)
+    run_arguments.check_flags(
+        args, epochs=integers(), fine_tune_epochs=integers(), batch_size=integers(),
+        min_val_per_class=integers(), image_size=integers(), learning_rate=positive,
+        fine_tune_learning_rate=positive, alpha=positive,
+    )
     small = args.backbone == SMALL_BACKBONE
     if small and args.image_size is not None and args.image_size < SMALL_BACKBONE_MIN_SIZE:
         raise ValueError(f"Argument `--image-size` must be at least {SMALL_BACKBONE_MIN_SIZE} "
                          f"for backbone {SMALL_BACKBONE}. Received: image_size={args.image_size}")
     if isinstance(args.unfreeze_from, float) and not 0.0 <= args.unfreeze_from < 1.0:
-        raise ValueError("Argument `--unfreeze-from` as a fraction of depth must be in [0, 1). "
-                         f"Received: unfreeze_from={args.unfreeze_from}")
+        raise run_arguments.flag_error("unfreeze_from", "a fraction of depth in [0, 1), or a "
+                                       "layer name", args.unfreeze_from)
     if args.fine_tune_learning_rate is None:
         args.fine_tune_learning_rate = args.learning_rate / 10 if small else 1e-5
     if args.smoke:
@@ -559,9 +532,4 @@ def _read_history(path):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as error:
-        if "Received: " not in str(error):  # not a bad argument: a bug, with its traceback
-            raise
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")
+    run_arguments.run_main(main)

@@ -58,12 +58,11 @@ python recipes/vanishing_gradients.py --depth 3   # the same at another depth
 import argparse
 import warnings
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs
-from kfound.callbacks import ActivationMonitor, GradientMonitor
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 VARIANTS = ("sigmoid", "tanh", "relu_he", "relu_he_bn", "constant")
 
@@ -76,6 +75,8 @@ activation, the kernel initializer and BatchNormalization change.
 
 
 def build_model(variant, depth, width, learning_rate, constant):
+    import keras
+
     activation = {"sigmoid": "sigmoid", "tanh": "tanh"}.get(variant, "relu")
     if variant == "constant":
         initializer = keras.initializers.Constant(constant)
@@ -116,6 +117,10 @@ printed as warnings.
 
 
 def run_variant(variant, data, args, output):
+    import keras
+
+    from kfound.callbacks import ActivationMonitor, GradientMonitor
+
     (x, y), (x_val, y_val) = data
     keras.utils.set_random_seed(args.seed)
     model = build_model(variant, args.depth, args.width, args.learning_rate, args.constant)
@@ -213,11 +218,16 @@ def plot_accuracy(results):
     return figure
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="vanishing_gradients", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="vanishing_gradients", not_results=())
     parser.add_argument("--depth", type=int, default=8, help="hidden layers (default: 8)")
     parser.add_argument("--width", type=int, default=32, help="units per layer (default: 32)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs per run (default: 40)")
@@ -228,8 +238,24 @@ def main(argv=None):
     parser.add_argument("--constant", type=float, default=0.05,
                         help="the value of every weight of the constant net (default: 0.05)")
     args = parser.parse_args(argv)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, depth=integers(), width=integers(), epochs=integers(),
+        learning_rate=numbers(0, low_inclusive=False),
+        target_accuracy=numbers(0, 1, low_inclusive=False), constant=numbers(),
+    )
     if args.smoke:
         args.depth, args.width, args.epochs = 3, 8, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs
+    from kfound.data import load_digits
+
     output = runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     if args.smoke:
@@ -272,4 +298,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

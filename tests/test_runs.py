@@ -159,3 +159,47 @@ def test_load_digits_is_a_stratified_split_of_real_digits():
 def test_load_digits_rejects_a_bad_fraction():
     with pytest.raises(ValueError, match=r"`validation_fraction`.*Received: validation_fraction=1"):
         load_digits(validation_fraction=1)
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("rule, good, bad, expected", [
+    (kfound.run_arguments.integers(), [1, 7], [0, -2, 1.0, True], "a positive integer"),
+    (kfound.run_arguments.integers(0), [0, 3], [-1], "a non-negative integer"),
+    (kfound.run_arguments.integers(2, 10), [2, 10], [1, 11], "an integer in [2, 10]"),
+    (kfound.run_arguments.integers(None), [-5], ["3"], "an integer"),
+    (kfound.run_arguments.numbers(0, low_inclusive=False), [1e-9, 3],
+     [0.0, -1.0, float("nan"), float("inf")], "a finite positive number"),
+    (kfound.run_arguments.numbers(0), [0.0], [-0.5], "a finite non-negative number"),
+    (kfound.run_arguments.numbers(0, 1, high_inclusive=False), [0.0, 0.5], [1.0, 1.5],
+     "a finite number in [0, 1)"),
+    (kfound.run_arguments.numbers(high=2), [-3.0, 2.0], [2.5], "a finite number <= 2"),
+    (kfound.run_arguments.numbers(1), [1.0], [0.9], "a finite number >= 1"),
+    (kfound.run_arguments.numbers(), [-1e30], [float("-inf")], "a finite number"),
+])
+def test_flag_rules_say_what_they_expect(rule, good, bad, expected):
+    assert rule.expected == expected
+    assert all(rule.holds(v) for v in good)
+    assert not any(rule.holds(v) for v in bad)
+
+
+@pytest.mark.backend_independent
+def test_check_flags_names_the_first_bad_flag():
+    rules = kfound.run_arguments
+    args = argparse.Namespace(epochs=3, learning_rate=float("nan"), rates=[0.1, 0.5], size=None)
+    checks = {"epochs": rules.integers(), "learning_rate": rules.numbers(0, low_inclusive=False),
+              "size": rules.integers()}  # None: a flag left at its None default
+    with pytest.raises(ValueError, match=r"^Argument `--learning-rate` must be a finite "
+                                         r"positive number\. Received: learning_rate=nan$"):
+        rules.check_flags(args, **checks)
+    args.learning_rate = 0.1
+    assert rules.check_flags(args, **checks) is args
+    unit = rules.numbers(0, 1, high_inclusive=False)
+    assert rules.check_flags(args, rates=unit) is args
+    for rates in ([0.1, 1.5], [0.1, 0.1]):
+        args.rates = rates
+        with pytest.raises(ValueError, match=r"^Argument `--rates` must be a list of distinct "
+                                             r"values, each a finite number in \[0, 1\)\. "
+                                             rf"Received: rates=\[0\.1, {rates[1]}\]$"):
+            rules.check_flags(args, rates=unit)
+    assert str(rules.flag_error("min_size", "less than --max-size", 9)) == (
+        "Argument `--min-size` must be less than --max-size. Received: min_size=9")

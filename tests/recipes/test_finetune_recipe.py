@@ -133,13 +133,13 @@ def test_bad_command_lines_are_clear_errors(recipe, tmp_path, argv, match):
     (["--epochs", "0"], r"`--epochs` must be a positive integer\. Received: epochs=0$"),
     (["--epochs", "-1"], r"Received: epochs=-1$"),
     (["--fine-tune-epochs", "-1"], r"`--fine-tune-epochs`.*Received: fine_tune_epochs=-1$"),
-    (["--learning-rate", "nan"], r"`--learning-rate` must be a positive, finite number\. "
+    (["--learning-rate", "nan"], r"`--learning-rate` must be a finite positive number\. "
                                  r"Received: learning_rate=nan$"),
     (["--learning-rate", "-1"], r"Received: learning_rate=-1\.0$"),
     (["--fine-tune-learning-rate", "inf"], r"Received: fine_tune_learning_rate=inf$"),
     (["--image-size", "0"], r"`--image-size` must be a positive integer\. Received: image_size=0$"),
     (["--image-size", "4"], r"at least 8 for backbone SmallConvNet\. Received: image_size=4$"),
-    (["--unfreeze-from", "1.5"], r"in \[0, 1\)\. Received: unfreeze_from=1\.5$"),
+    (["--unfreeze-from", "1.5"], r"in \[0, 1\), or a layer name\. Received: unfreeze_from=1\.5$"),
     (["--unfreeze-from", "no_such_layer"], r"must name a layer.*"
                                            r"Received: unfreeze_from='no_such_layer'$"),
 ])
@@ -158,6 +158,8 @@ def test_the_recipe_mirrors_the_library_constants(recipe):
 
 def _run_recipe(code, tmp_path, **env):
     environment = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home"), **env}
+    # `python recipes/finetune.py` puts recipes/ on sys.path; runpy.run_path does not.
+    code = f"import sys\nsys.path.insert(0, {str(RECIPE.parent)!r})\n{code}"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=environment, timeout=300, cwd=tmp_path)
 
