@@ -14,6 +14,8 @@ import numbers
 
 import numpy as np
 
+from kfound.run_arguments import describe_integers, describe_numbers
+
 
 def _fail(name, expected, value):
     raise ValueError(f"Argument `{name}` must be {expected}. Received: {name}={value!r}")
@@ -35,15 +37,7 @@ def integer(name, value, *, minimum=None):
         `int(value)`.
     """
     if not _is_integer(value) or (minimum is not None and value < minimum):
-        if minimum is None:
-            expected = "an integer"
-        elif minimum == 1:
-            expected = "a positive integer"
-        elif minimum == 0:
-            expected = "a non-negative integer"
-        else:
-            expected = f"an integer >= {minimum}"
-        _fail(name, expected, value)
+        _fail(name, describe_integers(minimum), value)
     return int(value)
 
 
@@ -55,19 +49,6 @@ def positive_int(name, value):
 def non_negative_int(name, value):
     """Checks that `value` is an integer >= 0 and returns it as an `int`."""
     return integer(name, value, minimum=0)
-
-
-def _describe_range(low, high, low_inclusive, high_inclusive):
-    if low is None and high is None:
-        return "a finite number"
-    if high is None:
-        if low == 0:
-            return "a finite non-negative number" if low_inclusive else "a finite positive number"
-        return f"a finite number {'>=' if low_inclusive else '>'} {low}"
-    if low is None:
-        return f"a finite number {'<=' if high_inclusive else '<'} {high}"
-    left, right = "[" if low_inclusive else "(", "]" if high_inclusive else ")"
-    return f"a finite number in {left}{low}, {high}{right}"
 
 
 def is_finite_number(value):
@@ -101,7 +82,7 @@ def number(name, value, *, low=None, high=None, low_inclusive=True, high_inclusi
         and (high is None or (value <= high if high_inclusive else value < high))
     )
     if not valid:
-        _fail(name, _describe_range(low, high, low_inclusive, high_inclusive), value)
+        _fail(name, describe_numbers(low, high, low_inclusive, high_inclusive), value)
     return float(value)
 
 

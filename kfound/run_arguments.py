@@ -26,6 +26,9 @@ import shutil
 import sys
 
 DEFAULT_SEED = 1337
+# NumPy's seeds are 32-bit: `--seed` (and each of a recipe's `--seeds` seeds from it) must
+# fit, or `keras.utils.set_random_seed` fails after the work has started.
+MAX_SEED = 2**32 - 1
 SAVED_MODELS = "saved_models"
 # Arguments that never change a result, whatever the recipe.
 ALWAYS_NOT_RESULTS = ("output", "overwrite")
@@ -81,6 +84,18 @@ Rule = collections.namedtuple("Rule", ["expected", "holds"])
 Rule.__doc__ = """A flag rule: what the value must be (for the message) and its test."""
 
 
+def describe_integers(minimum=None, maximum=None):
+    """What an integer in `[minimum, maximum]` is called in messages ("a positive integer").
+
+    `kfound.checks` words its messages with this and `describe_numbers` too, so that a
+    flag and a layer argument are refused in the same words.
+    """
+    if maximum is not None:
+        return f"an integer in [{minimum}, {maximum}]"
+    return {1: "a positive integer", 0: "a non-negative integer",
+            None: "an integer"}.get(minimum, f"an integer >= {minimum}")
+
+
 def integers(minimum=1, maximum=None):
     """The rule for an integer flag in `[minimum, maximum]`.
 
@@ -91,15 +106,24 @@ def integers(minimum=1, maximum=None):
     Returns:
         A `Rule` for `check_flags`.
     """
-    if maximum is not None:
-        expected = f"an integer in [{minimum}, {maximum}]"
-    else:
-        expected = {1: "a positive integer", 0: "a non-negative integer",
-                    None: "an integer"}.get(minimum, f"an integer >= {minimum}")
-    return Rule(expected, lambda v: (
+    return Rule(describe_integers(minimum, maximum), lambda v: (
         isinstance(v, int) and not isinstance(v, bool)
         and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
     ))
+
+
+def describe_numbers(low=None, high=None, low_inclusive=True, high_inclusive=True):
+    """What a finite number within a range is called in messages ("a finite positive number")."""
+    if low is None and high is None:
+        return "a finite number"
+    if high is None:
+        if low == 0:
+            return "a finite non-negative number" if low_inclusive else "a finite positive number"
+        return f"a finite number {'>=' if low_inclusive else '>'} {low}"
+    if low is None:
+        return f"a finite number {'<=' if high_inclusive else '<'} {high}"
+    left, right = "[" if low_inclusive else "(", "]" if high_inclusive else ")"
+    return f"a finite number in {left}{low}, {high}{right}"
 
 
 def numbers(low=None, high=None, *, low_inclusive=True, high_inclusive=True):
@@ -116,17 +140,7 @@ def numbers(low=None, high=None, *, low_inclusive=True, high_inclusive=True):
     Returns:
         A `Rule` for `check_flags`.
     """
-    if low is None and high is None:
-        expected = "a finite number"
-    elif high is None:
-        expected = (f"a finite number {'>=' if low_inclusive else '>'} {low}" if low != 0
-                    else f"a finite {'non-negative' if low_inclusive else 'positive'} number")
-    elif low is None:
-        expected = f"a finite number {'<=' if high_inclusive else '<'} {high}"
-    else:
-        expected = (f"a finite number in {'[' if low_inclusive else '('}{low}, "
-                    f"{high}{']' if high_inclusive else ')'}")
-    return Rule(expected, lambda v: (
+    return Rule(describe_numbers(low, high, low_inclusive, high_inclusive), lambda v: (
         isinstance(v, _numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
         and (low is None or (v >= low if low_inclusive else v > low))
         and (high is None or (v <= high if high_inclusive else v < high))
@@ -146,6 +160,9 @@ def check_flags(args, **rules):
     """Checks parsed flags against their rules, before any work.
 
     Call it on the values the user gave: after `parse_args`, before `--smoke` replaces any.
+    Besides the flags in `rules`, `--seed` (of `add_run_arguments`) is always checked: an
+    integer in `[0, MAX_SEED]`, and a recipe whose `--seeds` count runs the seeds `seed`,
+    `seed + 1`, ... needs the last of them in that range too (give `seeds` its rule).
 
     Args:
         args: the parsed `argparse.Namespace`.
@@ -168,6 +185,14 @@ def check_flags(args, **rules):
                                  value)
         elif value is not None and not rule.holds(value):
             raise flag_error(dest, rule.expected, value)
+    if "seed" in vars(args) and "seed" not in rules:
+        seed = integers(0, MAX_SEED - (getattr(args, "seeds", 1) - 1))
+        if not seed.holds(args.seed):
+            expected = seed.expected
+            if "seeds" in vars(args):
+                expected += (f" (the last of its --seeds {args.seeds} seeds, seed + "
+                             f"{args.seeds - 1}, must be at most {MAX_SEED})")
+            raise flag_error("seed", expected, args.seed)
     return args
 
 

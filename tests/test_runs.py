@@ -203,3 +203,24 @@ def test_check_flags_names_the_first_bad_flag():
             rules.check_flags(args, rates=unit)
     assert str(rules.flag_error("min_size", "less than --max-size", 9)) == (
         "Argument `--min-size` must be less than --max-size. Received: min_size=9")
+
+
+@pytest.mark.backend_independent
+def test_check_flags_always_checks_the_seed_and_the_last_of_several_seeds():
+    rules = kfound.run_arguments
+    top = rules.MAX_SEED
+    for seed in (-1, top + 1, True):
+        with pytest.raises(ValueError, match=rf"^Argument `--seed` must be an integer in "
+                                             rf"\[0, {top}\]\. Received: seed={seed}$"):
+            rules.check_flags(argparse.Namespace(seed=seed))
+    assert rules.check_flags(argparse.Namespace(seed=top)).seed == top
+    several = argparse.Namespace(seed=top - 2, seeds=3)
+    assert rules.check_flags(several, seeds=rules.integers()) is several
+    several.seeds = 4
+    with pytest.raises(ValueError, match=rf"^Argument `--seed` must be an integer in \[0, "
+                                         rf"{top - 3}\] \(the last of its --seeds 4 seeds, "
+                                         rf"seed \+ 3, must be at most {top}\)\. "
+                                         rf"Received: seed={top - 2}$"):
+        rules.check_flags(several, seeds=rules.integers())
+    # A recipe with a rule of its own for --seed keeps it.
+    assert rules.check_flags(argparse.Namespace(seed=-5), seed=rules.integers(None)).seed == -5

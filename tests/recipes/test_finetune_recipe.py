@@ -142,6 +142,7 @@ def test_bad_command_lines_are_clear_errors(recipe, tmp_path, argv, match):
     (["--unfreeze-from", "1.5"], r"in \[0, 1\), or a layer name\. Received: unfreeze_from=1\.5$"),
     (["--unfreeze-from", "no_such_layer"], r"must name a layer.*"
                                            r"Received: unfreeze_from='no_such_layer'$"),
+    (["--seed", "-1"], r"`--seed` must be an integer in \[0, 4294967295\]\. Received: seed=-1$"),
 ])
 def test_bad_flags_are_refused_before_any_work(recipe, tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):
