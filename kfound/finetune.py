@@ -155,24 +155,20 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compi
 def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
     """Trains `model`, resuming from `backup_dir`; the history covers every epoch done.
 
-    `train` is a `kfound.resume.EpochPipeline` (batches that depend only on the seed and
-    the epoch, so a resumed run equals an uninterrupted one) or, for augmented data, a
-    `tf.data.Dataset`. `backup_dir` (a `kfound.resume.TrainingCheckpoint` folder) is
+    `train` is a `kfound.resume.EpochPipeline` of images (augmented or not) or of cached
+    features: batches that depend only on the seed and the epoch, so a resumed run equals
+    an uninterrupted one. `backup_dir` (a `kfound.resume.TrainingCheckpoint` folder) is
     deleted once training ends.
     """
     checkpoint = resume.TrainingCheckpoint(backup_dir, log=options.log)
     start = checkpoint.restore(model, initial_epoch)
     if start < epochs:
-        if isinstance(train, resume.EpochPipeline):
-            stream, steps = train.batches(start, epochs), train.steps
-        else:
-            stream, steps = train, None
         model.fit(
-            stream,
+            train.fit_data(start, epochs),
             validation_data=val,
             epochs=epochs,
             initial_epoch=start,
-            steps_per_epoch=steps,
+            steps_per_epoch=train.steps,
             callbacks=[checkpoint, *options.callbacks],
             verbose=options.verbose,
             shuffle=False,  # the pipeline shuffles
@@ -183,17 +179,16 @@ def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
 
 
 def _epoch_pipeline(data, verbose=0):
-    """`data`'s training batches as a `resume.EpochPipeline`, or `data.train` if augmented.
+    """`data`'s training batches, augmented if `data` is, as a `resume.EpochPipeline`.
 
     A folder's files are checked first (`ImageData.check_files`), so that the epoch's
     length counts only the images that decode.
     """
     data.check_files(verbose=verbose)
-    if data.augmented:  # the augmentation layer is not kept, so it cannot be rebuilt
-        return data.train
     return resume.EpochPipeline(
         data.train_unshuffled, data.num_classes, data.train_examples, data.batch_size,
         balance=data.balance, seed=data.seed, shuffle_buffer=IMAGE_SHUFFLE_BUFFER,
+        augment=data.augment,
     )
 
 

@@ -17,9 +17,9 @@ during a write leaves a truncated or mismatched backup. Here:
   named, and skipped for the previous checkpoint (the last two are kept) or, with none
   left, for the start of training.
 
-Random augmentation inside `tf.data` (`--augment`) is not covered: its random draws happen
-in parallel map calls whose order is not deterministic, so even an uninterrupted run does
-not repeat bit for bit.
+  With an augmentation layer, each epoch augments with its own copy of that layer, seeded
+  from the seed and the epoch, in a sequential map (a parallel one draws in an order that
+  varies from run to run), so the augmented images repeat too.
 """
 
 import dataclasses
@@ -48,7 +48,11 @@ class EpochPipeline:
 
     Each epoch shuffles (and, with `balance`, resamples) `dataset` with its own seed,
     derived from `seed` and the epoch number, through `make_training_pipeline`; `batches`
-    chains epochs into one stream, to pass to `fit` with `steps_per_epoch=steps`.
+    chains epochs into one stream, to pass to `fit` with `steps_per_epoch=steps`. With
+    `augment`, each epoch's batches pass through a copy of that layer rebuilt from its
+    config with every seed in it (a `keras.layers.Pipeline`'s layers' too) set to that
+    epoch's seed, one batch after the other, so the draws depend only on the seed and the
+    epoch as well.
 
     Attributes:
         dataset: an unbatched `tf.data.Dataset` of `(x, label)` in a fixed order.
@@ -58,6 +62,9 @@ class EpochPipeline:
         balance: resample so that every class is equally likely. Defaults to `False`.
         seed: the run's seed. Defaults to `0`.
         shuffle_buffer: the shuffle buffer size; `None` shuffles fully. Defaults to `None`.
+        augment: a random augmentation layer to apply to each batch with `training=True`
+            (for example `kfound.data.augmentation_layers()`), or `None`. Defaults to
+            `None`.
     """
 
     dataset: tf.data.Dataset
@@ -67,6 +74,7 @@ class EpochPipeline:
     balance: bool = False
     seed: int = 0
     shuffle_buffer: int | None = None
+    augment: object = None
 
     @property
     def steps(self):
@@ -78,18 +86,52 @@ class EpochPipeline:
         # One pipeline per epoch, its seed computed in Python (a tensor seed inside
         # `flat_map` breaks TensorFlow's seeding when the global seed is 0), read in turn
         # (`concatenate` rejects the class-balanced pipelines).
-        per_epoch = [
-            make_training_pipeline(
-                self.dataset, self.num_classes, self.num_examples, self.batch_size,
-                balance=self.balance, seed=self.seed * 1_000_003 + epoch,
-                shuffle_buffer=self.shuffle_buffer,
-            )
-            for epoch in range(first_epoch, epochs)
-        ]
+        per_epoch = [self._epoch(epoch) for epoch in range(first_epoch, epochs)]
         steps = self.steps
         order = tf.data.Dataset.range(len(per_epoch)).flat_map(
             lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
         return tf.data.Dataset.choose_from_datasets(per_epoch, order)
+
+    def fit_data(self, first_epoch, epochs):
+        """`batches(first_epoch, epochs)` as `fit` should get it on this backend.
+
+        The augmentation's random state lives in its layers, outside the dataset, so an
+        augmented stream must be read once. JAX's and torch's `fit` read a dataset twice:
+        a first batch to build the model, then from the start, and the first read has
+        already advanced the random state (prefetching ahead, by an amount that varies).
+        There, an augmented stream is passed as one Python generator of NumPy batches,
+        whose first batches Keras keeps and replays instead.
+        """
+        stream = self.batches(first_epoch, epochs)
+        if self.augment is not None and keras.backend.backend() != "tensorflow":
+            return (batch for batch in stream.as_numpy_iterator())  # `fit` takes generators
+        return stream
+
+    def _epoch(self, epoch):
+        seed = self.seed * 1_000_003 + epoch
+        batches = make_training_pipeline(
+            self.dataset, self.num_classes, self.num_examples, self.batch_size,
+            balance=self.balance, seed=seed, shuffle_buffer=self.shuffle_buffer,
+        )
+        if self.augment is None:
+            return batches
+        config = keras.saving.serialize_keras_object(self.augment)
+        augment = keras.saving.deserialize_keras_object(_reseeded(config, seed))
+        # No `num_parallel_calls`: the batches meet the layer's random generator in order.
+        return batches.map(lambda x, y: (augment(x, training=True), y))
+
+
+def _reseeded(config, seed):
+    """A copy of a serialized layer with every `seed` in its (nested) configs set to `seed`."""
+    if isinstance(config, list):
+        return [_reseeded(item, seed) for item in config]
+    if not isinstance(config, dict):
+        return config
+    copy = {key: _reseeded(value, seed) for key, value in config.items()}
+    inner = copy.get("config")
+    if isinstance(inner, dict) and "seed" in inner:
+        inner["seed"] = seed
+    return copy
 
 
 def seed_generators(model):

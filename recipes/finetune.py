@@ -226,8 +226,8 @@ Each state writes `model.keras` (with `classes.json` beside it), `metrics.json`,
 `<run>/<state>/` for `--state all`. `kfound.resume` saves every finished epoch under
 `<folder>/backup/` (weights, optimizer, the random state and the history); rerunning the
 same command after a kill resumes from the last finished epoch, to the result the
-uninterrupted run would have had (without `--augment`, whose random draws even an
-uninterrupted run does not repeat), and `history.csv`, `curves.png`, `train_seconds` and
+uninterrupted run would have had (`--augment` included: each epoch's random draws depend
+only on `--seed` and the epoch), and `history.csv`, `curves.png`, `train_seconds` and
 `epochs_trained` cover the whole run. A damaged backup is named and skipped for the one
 before it. A state that already finished with the same arguments is reused.
 """

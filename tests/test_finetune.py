@@ -184,12 +184,13 @@ def test_full_training_resumes_in_phase_two(tmp_path):
     assert history["epoch"] == [1, 2, 3, 4] and history["phase"] == [1, 2, 2, 2]
 
 
-def _train(state, backup=None, callbacks=(), balance=False):
+def _train(state, backup=None, callbacks=(), balance=False, augment=False):
     """One state from a fresh session, as a new process would run it."""
     keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(7)
+    layers = data.augmentation_layers(seed=3) if augment else None
     loaded = data.load_image_data("embedded", 8, batch_size=2, train_per_class=3,
-                                  balance=balance, val_batch_size=512)
+                                  balance=balance, augment=layers, val_batch_size=512)
     classifier = small_classifier(loaded, frozen_bn=state != "scratch")
     options = _quiet(callbacks=list(callbacks))
     if state == "head":
@@ -205,17 +206,19 @@ def _train(state, backup=None, callbacks=(), balance=False):
     return history, classifier.model.get_weights()
 
 
-@pytest.mark.parametrize("state, at_epoch, balance", [
-    ("head", 0, True),  # dropout and the class-balanced resampling
-    ("full", 2, False),  # in phase 2, after phase 1's end state was kept
-    pytest.param("full", 0, False, marks=pytest.mark.slow),  # in phase 1
-    pytest.param("scratch", 1, False, marks=pytest.mark.slow),
+@pytest.mark.parametrize("state, at_epoch, balance, augment", [
+    ("head", 0, True, False),  # dropout and the class-balanced resampling
+    ("full", 2, False, False),  # in phase 2, after phase 1's end state was kept
+    ("head", 1, False, True),  # the augmentation's random draws
+    pytest.param("full", 0, False, False, marks=pytest.mark.slow),  # in phase 1
+    pytest.param("scratch", 1, False, False, marks=pytest.mark.slow),
 ])
-def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, state, at_epoch, balance):
-    expected, expected_weights = _train(state, balance=balance)
+def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, state, at_epoch, balance, augment):
+    kwargs = {"balance": balance, "augment": augment}
+    expected, expected_weights = _train(state, **kwargs)
     with pytest.raises(KeyboardInterrupt):
-        _train(state, tmp_path / "backup", [_Interrupt(at_epoch)], balance=balance)
-    history, weights = _train(state, tmp_path / "backup", balance=balance)
+        _train(state, tmp_path / "backup", [_Interrupt(at_epoch)], **kwargs)
+    history, weights = _train(state, tmp_path / "backup", **kwargs)
     assert history["epoch"] == expected["epoch"]
     for key in ("loss", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-6, err_msg=key)
