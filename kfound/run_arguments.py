@@ -80,8 +80,14 @@ def add_run_arguments(parser, run_name, not_results=None):
     return parser
 
 
-Rule = collections.namedtuple("Rule", ["expected", "holds"])
-Rule.__doc__ = """A flag rule: what the value must be (for the message) and its test."""
+Rule = collections.namedtuple("Rule", ["expected", "holds", "distinct"], defaults=[True])
+Rule.__doc__ = """A flag rule: what the value must be (for the message), its test, and for a
+list flag whether its values must be distinct (`True` unless made `repeatable`)."""
+
+
+def repeatable(rule):
+    """`rule` for a list flag whose values may repeat (one learning rate per optimizer)."""
+    return rule._replace(distinct=False)
 
 
 def describe_integers(minimum=None, maximum=None):
@@ -168,8 +174,8 @@ def check_flags(args, **rules):
         args: the parsed `argparse.Namespace`.
         **rules: for a flag's `dest`, the `Rule` its value must meet (`integers(...)`,
             `numbers(...)`). A list (a flag with `nargs`) must meet it in every element,
-            with no element given twice. A `None` value (a flag left at its `None`
-            default) is not checked.
+            with no element given twice unless the rule is `repeatable`. A `None` value (a
+            flag left at its `None` default) is not checked.
 
     Returns:
         `args`.
@@ -180,9 +186,10 @@ def check_flags(args, **rules):
     for dest, rule in rules.items():
         value = getattr(args, dest)
         if isinstance(value, list):
-            if not all(rule.holds(v) for v in value) or len(set(value)) < len(value):
-                raise flag_error(dest, f"a list of distinct values, each {rule.expected}",
-                                 value)
+            repeated = rule.distinct and len(set(value)) < len(value)
+            if repeated or not all(rule.holds(v) for v in value):
+                kind = "a list of distinct values" if rule.distinct else "a list"
+                raise flag_error(dest, f"{kind}, each {rule.expected}", value)
         elif value is not None and not rule.holds(value):
             raise flag_error(dest, rule.expected, value)
     if "seed" in vars(args) and "seed" not in rules:

@@ -62,13 +62,11 @@ import math
 import warnings
 import weakref
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.callbacks import ActivationMonitor, EpochTimer
-from kfound.callbacks.monitor import sync_jax_state
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 TIMED = ("relu", "sigmoid", "tanh")
 
@@ -81,6 +79,8 @@ the pre-activations (the Dense outputs) can be read directly.
 
 
 def build_model(activation, depth, width, learning_rate, seed, leaky_slope=0.01):
+    import keras
+
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((64,))]
     for i in range(depth):
@@ -100,6 +100,10 @@ def build_model(activation, depth, width, learning_rate, seed, leaky_slope=0.01)
 
 def pre_activations(model, x):
     """The outputs of every hidden Dense layer on `x`, as NumPy arrays."""
+    import keras
+
+    from kfound.callbacks.monitor import sync_jax_state
+
     sync_jax_state(model)  # during fit, JAX keeps the weights outside the model
     if model not in _PROBES:  # one probe per model: building one per call would retrace
         dense = [layer for layer in model.layers if layer.name.startswith("dense_")]
@@ -115,18 +119,25 @@ def stuck_fraction(values):
     return float(np.mean(np.all(values <= 0, axis=0)))
 
 
-class StuckUnits(keras.callbacks.Callback):
-    """Records each hidden layer's share of stuck units on `x` at every epoch end."""
+def stuck_units(x):
+    """A `StuckUnits` callback on `x` (a Keras class, so it is defined once Keras is imported)."""
+    import keras
 
-    def __init__(self, x):
-        super().__init__()
-        self.x = x
+    class StuckUnits(keras.callbacks.Callback):
+        """Records each hidden layer's share of stuck units on `x` at every epoch end."""
 
-    def on_train_begin(self, logs=None):
-        self.history = [[stuck_fraction(v) for v in pre_activations(self.model, self.x)]]
+        def __init__(self, x):
+            super().__init__()
+            self.x = x
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.history.append([stuck_fraction(v) for v in pre_activations(self.model, self.x)])
+        def on_train_begin(self, logs=None):
+            self.history = [[stuck_fraction(v) for v in pre_activations(self.model, self.x)]]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.history.append(
+                [stuck_fraction(v) for v in pre_activations(self.model, self.x)])
+
+    return StuckUnits(x)
 
 
 """
@@ -162,13 +173,17 @@ def measure_sparsity(data, args):
 
 
 def shock_run(activation, shock_rate, seed, data, args):
+    import keras
+
+    from kfound.callbacks import ActivationMonitor
+
     (x, y), (x_val, y_val) = data
     model = build_model(activation, args.depth, args.width, shock_rate, seed, args.leaky_slope)
     epochs = args.shock_epochs + args.recovery_epochs
     schedule = keras.callbacks.LearningRateScheduler(
         lambda epoch: shock_rate if epoch < args.shock_epochs else args.learning_rate
     )
-    stuck = StuckUnits(x_val)
+    stuck = stuck_units(x_val)
     callbacks = [schedule, stuck]
     if activation == "relu":
         monitor = ActivationMonitor(probe_data=x_val[: args.probe_size])
@@ -194,6 +209,8 @@ def shock_run(activation, shock_rate, seed, data, args):
 
 
 def summarize_shock(results):
+    from kfound import theory
+
     rows = []
     for (activation, rate), runs_ in results.items():
         after_shock, _ = theory.mean_and_spread([r["stuck_after_shock"] for r in runs_])
@@ -215,6 +232,8 @@ def summarize_shock(results):
 
 
 def measure_timing(data, args):
+    from kfound.callbacks import EpochTimer
+
     (x, y), _ = data
     models = {a: build_model(a, args.depth, args.timing_width, args.learning_rate, args.seed)
               for a in TIMED}
@@ -346,34 +365,16 @@ def plot(shock, sparse, timing, args):
     return figure
 
 
-def check_args(args):
-    positive_ints = ("depth", "width", "epochs", "shock_epochs", "recovery_epochs", "seeds",
-                     "timing_width", "timing_repeats", "probe_size")
-    for name in positive_ints:
-        if getattr(args, name) < 1:
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive "
-                             f"integer. Received: {name}={getattr(args, name)}")
-    for name in ("learning_rate", "leaky_slope", "time_margin"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be positive. "
-                             f"Received: {name}={value}")
-    rates = args.shock_learning_rates
-    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
-        raise ValueError("Argument `--shock-learning-rates` must be positive numbers. "
-                         f"Received: shock_learning_rates={rates}")
-    for name in ("sparse_threshold", "dead_threshold"):
-        value = getattr(args, name)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be in [0, 1). "
-                             f"Received: {name}={value}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="activations", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="activations", not_results=())
     parser.add_argument("--depth", type=int, default=3, help="hidden layers (default: 3)")
     parser.add_argument("--width", type=int, default=128, help="units per layer (default: 128)")
     parser.add_argument("--learning-rate", type=float, default=0.05,
@@ -403,11 +404,29 @@ def main(argv=None):
     parser.add_argument("--time-margin", type=float, default=0.05,
                         help="relative epoch-time difference that counts (default: 0.05)")
     args = parser.parse_args(argv)
-    check_args(args)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    positive, share = numbers(0, low_inclusive=False), numbers(0, 1, high_inclusive=False)
+    run_arguments.check_flags(
+        args, depth=integers(), width=integers(), learning_rate=positive, epochs=integers(),
+        shock_learning_rates=positive, shock_epochs=integers(), recovery_epochs=integers(),
+        leaky_slope=positive, seeds=integers(), probe_size=integers(),
+        timing_width=integers(), timing_repeats=integers(), sparse_threshold=share,
+        dead_threshold=share, time_margin=positive,
+    )
     if args.smoke:
         args.depth, args.width, args.timing_width, args.epochs = 2, 16, 32, 1
         args.shock_learning_rates, args.shock_epochs, args.recovery_epochs = [1.0], 1, 1
         args.seeds, args.timing_repeats = 1, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs
+    from kfound.data import load_digits
+
     runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     if args.smoke:
@@ -468,4 +487,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

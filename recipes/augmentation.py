@@ -61,18 +61,21 @@ python recipes/augmentation.py --per-class 5   # fewer training images
 """
 
 import argparse
+import functools
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.layers import RandomPCALighting, fit_pca_lighting
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 AUGMENTATIONS = ("none", "flip", "shift", "rotation", "scale", "noise", "colour_jitter",
                  "pca_lighting", "combined")
 # Not label-preserving for digits: measured, not counted for the claim.
 NOT_LABEL_PRESERVING = ("flip",)
 IMAGE_SIZE = 16
+# The rarest digit class has 174 images; the test set needs some of each.
+MAX_PER_CLASS = 150
 
 """
 ## Coloured digits
@@ -133,24 +136,31 @@ def label_shuffle_order(y, rng):
     return rng.permutation(np.concatenate(lists))
 
 
-class Batches(keras.utils.PyDataset):
-    def __init__(self, x, y, batch_size, steps, balanced, seed):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        orders, total = [], 0
-        while total < batch_size * steps:
-            order = label_shuffle_order(y, rng) if balanced else rng.permutation(len(y))
-            orders.append(order)
-            total += len(order)
-        self.order = np.concatenate(orders)[: batch_size * steps]
-        self.x, self.y, self.batch_size, self.steps = x, y, batch_size, steps
+@functools.cache
+def batches_class():
+    """The `Batches` class, a `keras.utils.PyDataset`, defined once Keras is imported."""
+    import keras
 
-    def __len__(self):
-        return self.steps
+    class Batches(keras.utils.PyDataset):
+        def __init__(self, x, y, batch_size, steps, balanced, seed):
+            super().__init__()
+            rng = np.random.default_rng(seed)
+            orders, total = [], 0
+            while total < batch_size * steps:
+                order = label_shuffle_order(y, rng) if balanced else rng.permutation(len(y))
+                orders.append(order)
+                total += len(order)
+            self.order = np.concatenate(orders)[: batch_size * steps]
+            self.x, self.y, self.batch_size, self.steps = x, y, batch_size, steps
 
-    def __getitem__(self, index):
-        batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.x[batch], self.y[batch]
+        def __len__(self):
+            return self.steps
+
+        def __getitem__(self, index):
+            batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            return self.x[batch], self.y[batch]
+
+    return Batches
 
 
 """
@@ -162,6 +172,10 @@ augmentation layer. Adam at 1e-3, batch 32, `--steps` steps.
 
 
 def augmentation_layers(name, x_train, seed):
+    import keras
+
+    from kfound.layers import RandomPCALighting, fit_pca_lighting
+
     def make(kind):
         if kind == "flip":
             return keras.layers.RandomFlip("horizontal", seed=seed)
@@ -188,6 +202,8 @@ def augmentation_layers(name, x_train, seed):
 
 
 def build_model(augmentation, x_train, seed, run_eagerly=False):
+    import keras
+
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
@@ -208,6 +224,7 @@ def train_and_score(x, y, train, test, augmentation, balanced, args, seed):
     from sklearn.metrics import balanced_accuracy_score
 
     model = build_model(augmentation, x[train], seed, run_eagerly=args.smoke)
+    Batches = batches_class()
     model.fit(Batches(x[train], y[train], 32, args.steps, balanced, seed), verbose=0)
     predicted = np.argmax(model.predict(x[test], batch_size=512, verbose=0), axis=-1)
     return {"accuracy": float(np.mean(predicted == y[test])),
@@ -252,6 +269,8 @@ def augmentation_verdict(rows):
 
 
 def label_shuffle_verdict(plain, shuffled, gain_sd):
+    from kfound import theory
+
     gain = shuffled - plain
     status = "confirmed" if theory.classify_gain(gain, gain_sd) == "helps" else "not confirmed"
     text = (f"label shuffle {'lifts' if gain > 0 else 'changes'} balanced accuracy from "
@@ -268,17 +287,16 @@ def overall_status(augmentation_status, shuffle_status):
     return "holds only under conditions"
 
 
-def _check_positive(name, value):
-    if value < 1:
-        raise ValueError(
-            f"Argument `--{name}` must be a positive integer. Received: {name}={value}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="augmentation", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="augmentation", not_results=())
     parser.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS[1:],
                         default=list(AUGMENTATIONS[1:]),
                         help="augmentations to compare with none (default: all)")
@@ -292,18 +310,24 @@ def main(argv=None):
                         help="training steps of batch 32 per run (default: 300)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     args = parser.parse_args(argv)
-    for name in ("steps", "seeds", "majority", "minority"):
-        _check_positive(name, getattr(args, name))
-    for value in args.per_class:
-        _check_positive("per-class", value)
-    # The rarest digit class has 174 images; the test set needs some of each.
-    if max(args.per_class + [args.majority, args.minority]) > 150:
-        raise ValueError("Arguments `--per-class`, `--majority` and `--minority` must be at most "
-                     f"150. Received: per_class={args.per_class}, majority={args.majority}, "
-                     f"minority={args.minority}")
+    integers = run_arguments.integers
+    images = integers(1, MAX_PER_CLASS)
+    run_arguments.check_flags(
+        args, per_class=images, majority=images, minority=images, steps=integers(),
+        seeds=integers(),
+    )
     if args.smoke:
         args.per_class, args.majority, args.minority = [5], 10, 2
         args.steps, args.seeds, args.augmentations = 2, 1, ["pca_lighting"]
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+
     runs.start_run(args)
     x, y = coloured_digits(args.seed)
 
@@ -404,4 +428,4 @@ def plot(rows, shuffle_results, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -20,10 +20,11 @@ python recipes/backprop_by_hand.py
 
 import argparse
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 TOLERANCE = 1e-9
 # Under torch the Dense layers compute in float32 even with float64 weights and inputs: Keras's
@@ -109,6 +110,8 @@ delta of the unit it feeds times the activation it carries.
 
 
 def by_hand():
+    from kfound import theory
+
     net = theory.BOOK_NETWORK
     forward = theory.forward_2_2_2(net["inputs"], net["weights"], net["b1"], net["b2"])
     per_output, total = theory.squared_error(
@@ -132,6 +135,10 @@ gradients.
 
 
 def with_keras(learning_rate):
+    import keras
+
+    from kfound import theory
+
     model = theory.book_network_model()
     net = theory.BOOK_NETWORK
     x = np.array([net["inputs"]], dtype="float64")
@@ -158,16 +165,29 @@ def with_keras(learning_rate):
 """
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="backprop_by_hand", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="backprop_by_hand", not_results=())
     parser.add_argument(
         "--learning-rate", type=float, default=0.5,
         help="the learning rate of the one gradient-descent step (default: 0.5, the book's)",
     )
     args = parser.parse_args(argv)
+    run_arguments.check_flags(args, learning_rate=run_arguments.numbers(0, low_inclusive=False))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from kfound import runs, theory
+
     output = runs.start_run(args)
     # float64 end to end, so that a 1e-9 agreement means something (float32 keeps ~7 digits).
     with theory.float64_precision():
@@ -175,6 +195,10 @@ def main(argv=None):
 
 
 def run(args, output):
+    import keras
+
+    from kfound import runs, theory
+
     forward, errors, gradients = by_hand()
     keras_values, keras_gradients, keras_stepped = with_keras(args.learning_rate)
     weights = {f"w{k}": w for k, w in enumerate(theory.BOOK_NETWORK["weights"], start=1)}
@@ -283,4 +307,4 @@ def plot(gradients, keras_gradients):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -34,12 +34,11 @@ python recipes/batch_size_tradeoff.py
 import argparse
 import statistics
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.callbacks import EpochTimer
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 """
 ## Data and model
@@ -49,6 +48,8 @@ The digits as flat 64-pixel vectors: 1,347 training and 450 validation examples.
 
 
 def build_model(seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input((64,)),
@@ -72,6 +73,8 @@ its first epoch does not include one-off compilation.
 
 
 def warm_up(model, data, batch_size):
+    import keras
+
     (x, y), (x_val, y_val) = data
     weights = model.get_weights()
     n = batch_size + len(x) % batch_size if batch_size < len(x) else len(x)
@@ -86,6 +89,11 @@ def warm_up(model, data, batch_size):
 
 
 def train_to_target(data, batch_size, target, max_epochs, seed):
+    import keras
+
+    from kfound import theory
+    from kfound.callbacks import EpochTimer
+
     (x, y), (x_val, y_val) = data
     model = build_model(seed)
     warm_up(model, data, batch_size)
@@ -152,11 +160,16 @@ def verdict_for(rows):
     return status, text, best["batch_size"]
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="batch_size_tradeoff", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="batch_size_tradeoff", not_results=())
     parser.add_argument("--target", type=float, default=0.95,
                         help="validation accuracy to reach (default: 0.95)")
     parser.add_argument("--max-epochs", type=int, default=400,
@@ -164,11 +177,31 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per batch size, interleaved; medians reported (default: 3)")
     args = parser.parse_args(argv)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, target=numbers(0, 1, low_inclusive=False), max_epochs=integers(),
+        repeats=integers(),
+    )
+    if args.seed + args.repeats - 1 > run_arguments.MAX_SEED:  # repeat r runs at seed + r
+        raise run_arguments.flag_error(
+            "seed", f"at most {run_arguments.MAX_SEED} - (--repeats - 1)", args.seed)
+    if args.smoke:
+        args.max_epochs, args.repeats, args.target = 2, 1, 0.2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs
+    from kfound.data import load_digits
+
     runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     n_train = len(data[0][0])
     if args.smoke:
-        batch_sizes, args.max_epochs, args.repeats, args.target = [32, n_train], 2, 1, 0.2
+        batch_sizes = [32, n_train]
     else:
         batch_sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, n_train]
 
@@ -235,4 +268,4 @@ def plot(rows, best, target):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

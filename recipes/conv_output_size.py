@@ -23,10 +23,11 @@ python recipes/conv_output_size.py
 import argparse
 import itertools
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 """
 ## Real input
@@ -47,13 +48,16 @@ def photo_crop(size):
 ## Measuring a layer's output
 
 Explicit padding is the book's `P`: `ZeroPadding2D(P)` then the layer with `padding="valid"`.
-Keras's `"same"` and `"valid"` are measured as they are.
+Keras's `"same"` and `"valid"` are measured as they are. Each entry of `LAYERS` builds its
+layer from `keras.layers`, which it is given.
 """
 
 LAYERS = {
-    "Conv2D": lambda f, s, padding: keras.layers.Conv2D(2, f, strides=s, padding=padding),
-    "MaxPooling2D": lambda f, s, padding: keras.layers.MaxPooling2D(f, strides=s, padding=padding),
-    "AveragePooling2D": lambda f, s, padding: keras.layers.AveragePooling2D(
+    "Conv2D": lambda layers, f, s, padding: layers.Conv2D(2, f, strides=s, padding=padding),
+    "MaxPooling2D": lambda layers, f, s, padding: layers.MaxPooling2D(
+        f, strides=s, padding=padding
+    ),
+    "AveragePooling2D": lambda layers, f, s, padding: layers.AveragePooling2D(
         f, strides=s, padding=padding
     ),
 }
@@ -61,15 +65,19 @@ LAYERS = {
 
 def measured_size(layer_name, image, kernel, stride, padding):
     """Runs the layer on `image`; `padding` is an int (the book's P) or 'same'/'valid'."""
+    import keras
+
     x = image
     if isinstance(padding, int):
         x = keras.layers.ZeroPadding2D(padding)(x)
         padding = "valid"
-    y = LAYERS[layer_name](kernel, stride, padding)(x)
+    y = LAYERS[layer_name](keras.layers, kernel, stride, padding)(x)
     return int(y.shape[1]), int(y.shape[2])
 
 
 def grid_rows(sizes, kernels, strides, paddings):
+    from kfound import theory
+
     images = {w: photo_crop(w) for w in sizes}
     rows = []
     for layer_name, w1, f, s, p in itertools.product(LAYERS, sizes, kernels, strides, paddings):
@@ -106,6 +114,10 @@ def grid_rows(sizes, kernels, strides, paddings):
 
 
 def book_examples():
+    import keras
+
+    from kfound import theory
+
     rows = []
     for label, w1, f, s, p, depth, book in [
         ("5x5, 3x3, stride 1", 5, 3, 1, 0, 1, "3x3"),
@@ -142,6 +154,8 @@ def book_examples():
 
 
 def same_padding_rows(sizes, kernel, strides):
+    from kfound import theory
+
     return [
         {"W1": w1, "F": kernel, "S": s, "before": theory.keras_padding(w1, kernel, s, "same")[0],
          "after": theory.keras_padding(w1, kernel, s, "same")[1],
@@ -150,12 +164,25 @@ def same_padding_rows(sizes, kernel, strides):
     ]
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="conv_output_size", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="conv_output_size", not_results=())
     args = parser.parse_args(argv)
+    run_arguments.check_flags(args)  # --seed, the only numeric flag
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from kfound import runs
+
     runs.start_run(args)
     if args.smoke:
         sizes, kernels, strides, paddings = (5, 8), (1, 3), (1, 2), (0, 1, "valid", "same")
@@ -240,4 +267,4 @@ def plot(grid, same):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

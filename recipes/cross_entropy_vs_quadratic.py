@@ -54,10 +54,11 @@ python recipes/cross_entropy_vs_quadratic.py --learning-rates 0.15 --steps 300  
 import argparse
 import math
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 STARTS = {"saturated": (2.0, 2.0), "unsaturated": (0.6, 0.9)}
 COSTS = ("quadratic", "cross_entropy")
@@ -70,10 +71,14 @@ BOOK_SOFTMAX_FIGURE = (0.05, 0.10, 0.85)
 
 
 def quadratic(y_true, y_pred):
+    import keras
+
     return 0.5 * keras.ops.sum(keras.ops.square(y_pred - y_true), axis=-1)
 
 
 def cross_entropy(y_true, y_pred):
+    import keras
+
     terms = y_true * keras.ops.log(y_pred) + (1.0 - y_true) * keras.ops.log(1.0 - y_pred)
     return -keras.ops.sum(terms, axis=-1)
 
@@ -95,6 +100,8 @@ def book_gradients(cost, w, b, x, y):
 
 
 def neuron(inputs, w, b):
+    import keras
+
     model = keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(1, "sigmoid")])
     model.set_weights([np.reshape(w, (inputs, 1)), np.reshape(b, (1,))])
     return model
@@ -109,6 +116,8 @@ over the whole batch at once, gives the same numbers through the public training
 
 
 def autodiff_gradients(model, loss, x, y):
+    import keras
+
     before = weights_of(model)
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
     model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
@@ -116,25 +125,33 @@ def autodiff_gradients(model, loss, x, y):
 
 
 def weights_of(model):
+    import keras
+
     # `v.value`, not `model.get_weights()`, whose NumPy conversion warns under NumPy 2.
     return [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.weights]
 
 
-class WeightRecorder(keras.callbacks.Callback):
-    """Records a one-input neuron's `(w, b)` after every training step."""
+def weight_recorder():
+    """A new `WeightRecorder` callback (a factory, so that Keras is imported only here)."""
+    import keras
 
-    def on_train_begin(self, logs=None):
-        self.weights = []
-        self._record()
+    class WeightRecorder(keras.callbacks.Callback):
+        """Records a one-input neuron's `(w, b)` after every training step."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        if keras.backend.backend() == "jax":  # fit keeps the weights outside the model
-            self.model.jax_state_sync()
-        self._record()
+        def on_train_begin(self, logs=None):
+            self.weights = []
+            self._record()
 
-    def _record(self):
-        kernel, bias = weights_of(self.model)
-        self.weights.append((float(kernel.ravel()[0]), float(bias[0])))
+        def on_train_batch_end(self, batch, logs=None):
+            if keras.backend.backend() == "jax":  # fit keeps the weights outside the model
+                self.model.jax_state_sync()
+            self._record()
+
+        def _record(self):
+            kernel, bias = weights_of(self.model)
+            self.weights.append((float(kernel.ravel()[0]), float(bias[0])))
+
+    return WeightRecorder()
 
 
 """
@@ -143,10 +160,12 @@ class WeightRecorder(keras.callbacks.Callback):
 
 
 def train(cost, start, learning_rate, steps):
+    import keras
+
     w, b = STARTS[start]
     model = neuron(1, w, b)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss=LOSSES[cost])
-    recorder = WeightRecorder()
+    recorder = weight_recorder()
     model.fit(np.ones((steps, 1), "float32"), np.zeros((steps, 1), "float32"), batch_size=1,
               epochs=1, shuffle=False, callbacks=[recorder], verbose=0)
     keras_outputs = np.array([sigmoid(w_ + b_) for w_, b_ in recorder.weights])
@@ -198,6 +217,8 @@ softmax the figure shows (the log-ratios `ln(p_i / p_1)`), since the two do not 
 
 
 def softmax_example():
+    import keras
+
     logits = np.array(BOOK_SOFTMAX_LOGITS)
     probabilities = keras.ops.convert_to_numpy(
         keras.ops.softmax(keras.ops.convert_to_tensor(logits[None], "float32"))
@@ -299,27 +320,17 @@ def plot(trajectories, target):
     return figure
 
 
-def check_args(args):
-    rates = args.learning_rates
-    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
-        raise ValueError(f"Argument `--learning-rates` must be positive numbers. "
-                         f"Received: learning_rates={rates}")
-    if args.steps < 1:
-        raise ValueError(f"Argument `--steps` must be a positive integer. "
-                         f"Received: steps={args.steps}")
-    if not 0.0 < args.target_output < 1.0:
-        raise ValueError(f"Argument `--target-output` must be in (0, 1). "
-                         f"Received: target_output={args.target_output}")
-    if not args.tolerance > 0:
-        raise ValueError(f"Argument `--tolerance` must be positive. "
-                         f"Received: tolerance={args.tolerance}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="cross_entropy_vs_quadratic", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="cross_entropy_vs_quadratic",
+                                    not_results=())
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[0.005, 0.15, 0.5],
                         help="plain gradient-descent learning rates, each tried with both costs "
                              "(default: 0.005 0.15 0.5; Nielsen's are 0.15 and 0.005)")
@@ -331,9 +342,23 @@ def main(argv=None):
                         help="largest difference between the book's gradient and autodiff that "
                              "counts as a match, in float32 (default: 1e-5)")
     args = parser.parse_args(argv)
-    check_args(args)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, learning_rates=numbers(0, low_inclusive=False), steps=integers(),
+        target_output=numbers(0, 1, low_inclusive=False, high_inclusive=False),
+        tolerance=numbers(0, low_inclusive=False),
+    )
     if args.smoke:
         args.learning_rates, args.steps = [0.15], 40
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs
+
     runs.start_run(args)
 
     rows, trajectories = [], {}
@@ -388,4 +413,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -68,10 +68,11 @@ python recipes/depth_vs_width.py --ks 2 4 6 8 --max-width 512
 
 import argparse
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 """
 ## The target and the two exact networks
@@ -88,6 +89,8 @@ def sawtooth(x, k):
 
 def exact_deep(k):
     """`k` hidden layers of 2 ReLU units computing `t^k` exactly (Telgarsky's construction)."""
+    import keras
+
     model = keras.Sequential([keras.Input((1,))] + [
         keras.layers.Dense(2, "relu") for _ in range(k)] + [keras.layers.Dense(1)])
     first, *rest, output = model.layers
@@ -100,6 +103,8 @@ def exact_deep(k):
 
 def exact_shallow(k):
     """One hidden layer of `2^k` ReLU units computing `t^k` exactly: one kink per breakpoint."""
+    import keras
+
     pieces = 2**k
     knots = np.arange(pieces) / pieces
     slopes = np.where(np.arange(pieces) % 2 == 0, 1.0, -1.0) * pieces
@@ -165,6 +170,8 @@ def kinks_through_training_points(layers, x, rng):
 
 
 def build_branches(k, args, seed, x):
+    import keras
+
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng([seed, 1])  # not the stream that drew `x`
     inputs = keras.Input((1,))
@@ -250,17 +257,16 @@ def verdict_for(width_rows, deep_rows, growth_threshold, target):
     return status, text, width_holds, deep_holds
 
 
-def _check(name, value, low, kind):
-    if value < low:
-        raise ValueError(f"Argument `--{name.replace('_', '-')}` must be {kind}. "
-                         f"Received: {name}={value}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="depth_vs_width", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="depth_vs_width", not_results=())
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6],
                         help="compositions of the tent map, at most 12 (default: 1 to 6)")
     parser.add_argument("--deep-width", type=int, default=4,
@@ -279,20 +285,29 @@ def main(argv=None):
                              "as exponential growth (default: 0.5, a factor 1.41 per k)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per k (default: 2)")
     args = parser.parse_args(argv)
-    for name in ("deep_width", "steps", "seeds"):
-        _check(name, getattr(args, name), 1, "a positive integer")
-    _check("max_width", args.max_width, 2, "an integer of at least 2")
-    for name in ("learning_rate", "target", "growth_slope"):
-        if not getattr(args, name) > 0:
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive "
-                             f"number. Received: {name}={getattr(args, name)}")
-    if not all(1 <= k <= 12 for k in args.ks) or len(set(args.ks)) < 2:
-        raise ValueError("Argument `--ks` must hold at least two different integers from 1 to "
-                         f"12. Received: ks={args.ks}")
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    positive = numbers(0, low_inclusive=False)
+    run_arguments.check_flags(
+        args, ks=integers(1, 12), deep_width=integers(), max_width=integers(2),
+        steps=integers(), learning_rate=positive, target=positive, growth_slope=positive,
+        seeds=integers(),
+    )
+    if len(args.ks) < 2:
+        raise run_arguments.flag_error("ks", "at least two different integers from 1 to 12",
+                                       args.ks)
     if args.smoke:
         args.ks, args.max_width, args.steps, args.seeds = [1, 2], 4, 2, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+
     runs.start_run(args)
-    ks = sorted(set(args.ks))
+    ks = sorted(args.ks)  # distinct: check_flags refuses repeats
     x_test = np.linspace(0.0, 1.0, 4001)
 
     """
@@ -396,4 +411,4 @@ def plot(trained, width_rows, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -26,11 +26,16 @@ python recipes/dropout_rate.py
 
 import argparse
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
+
+# kfound.data.load_digits keeps 1,347 of the 1,797 digits for training (its validation
+# share is 0.25). The stratified subset needs at least one example of each of the 10
+# classes on either side of its split.
+TRAIN_EXAMPLES, CLASSES = 1347, 10
 
 """
 ## An over-fitting setup
@@ -47,6 +52,8 @@ def small_subset(x, y, size, seed):
 
 
 def build_model(rate, max_norm, width, learning_rate, seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     constraint = keras.constraints.MaxNorm(max_norm) if max_norm else None
     layers = [keras.Input((64,))]
@@ -82,6 +89,8 @@ otherwise.
 
 
 def verdict_for(rows):
+    from kfound import theory
+
     def best(norm):
         candidates = [r for r in rows if r["max_norm"] == norm and r["rate"] > 0]
         return min(candidates, key=lambda r: r["val_error"])
@@ -136,11 +145,16 @@ def overall_status(*statuses):
     return "holds only under conditions"
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="dropout_rate", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="dropout_rate", not_results=())
     parser.add_argument("--rates", nargs="+", type=float,
                         default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                         help="hidden dropout rates (default: 0.0 to 0.8 by 0.1)")
@@ -154,9 +168,30 @@ def main(argv=None):
                         help="SGD learning rate, momentum 0.9 (default: 0.05)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     args = parser.parse_args(argv)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, rates=numbers(0, 1, high_inclusive=False),
+        max_norm=numbers(0, low_inclusive=False),
+        train_size=integers(CLASSES, TRAIN_EXAMPLES - CLASSES), width=integers(),
+        epochs=integers(), learning_rate=numbers(0, low_inclusive=False), seeds=integers(),
+    )
+    # The max-norm comparison is between the best dropout runs with and without it.
+    if max(args.rates) <= 0:
+        raise run_arguments.flag_error("rates", "a list with at least one rate above 0",
+                                       args.rates)
     if args.smoke:
         args.rates, args.train_size, args.width = [0.0, 0.5], 100, 32
         args.epochs, args.seeds = 2, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+    from kfound.data import load_digits
+
     runs.start_run(args)
     (x, y), validation = load_digits(images=False, seed=args.seed)
     data = (small_subset(x, y, args.train_size, args.seed), validation)
@@ -223,4 +258,4 @@ def plot(rows, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -60,16 +60,22 @@ import argparse
 import statistics
 import time
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import backbones, finetune, runs, theory
-from kfound import data as kdata
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 STATES = ("head", "full", "scratch")
 IMAGE_SIZE = 16
 BATCH_SIZE = 4
 EVAL_BATCH_SIZE = 256
+# The most labelled images per class that leave a test image in every class: half B's
+# smaller class (the even digits) has 446 images at every seed (scikit-learn's stratified
+# split gives each digit the same share of half B whatever the seed; the seed only picks
+# which images). A constant, so that `--per-class` is checked before kfound's data module
+# (and Keras) is imported; the tests check it against `kfound.data.embedded_digits`.
+MAX_PER_CLASS = 445
 
 
 def _quiet(message):
@@ -85,6 +91,8 @@ Each state starts from a freshly built network: the pretrained backbone for `hea
 
 
 def train_state(state, data, weights, args):
+    from kfound import backbones, finetune
+
     backbone = backbones.build_backbone(
         backbones.SMALL_BACKBONE, None if state == "scratch" else weights, IMAGE_SIZE)
     classifier = finetune.Classifier(backbone, backbones.SMALL_BACKBONE, data.num_classes,
@@ -170,33 +178,19 @@ def verdict_for(rows, comparison, margin):
     return status, text
 
 
-def check_args(args, largest_possible):
-    sizes = args.per_class
-    if any(s < 1 for s in sizes) or len(set(sizes)) != len(sizes):
-        raise ValueError("Argument `per_class` must be distinct positive integers. "
-                         f"Received: per_class={sizes}")
-    if max(sizes) > largest_possible:
-        raise ValueError(f"Argument `per_class` must be at most {largest_possible}, to leave "
-                         f"test images in every class. Received: per_class={sizes}")
-    for name in ("seeds", "epochs", "fine_tune_epochs"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"Argument `{name}` must be a positive integer. "
-                             f"Received: {name}={getattr(args, name)}")
-    if not args.learning_rate > 0:
-        raise ValueError("Argument `learning_rate` must be positive. "
-                         f"Received: learning_rate={args.learning_rate}")
-    if not args.margin >= 0:
-        raise ValueError(f"Argument `margin` must be non-negative. Received: margin={args.margin}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="finetune_learning_curve", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="finetune_learning_curve", not_results=())
     parser.add_argument("--per-class", nargs="+", type=int, default=[5, 10, 25, 50, 100],
                         help="labelled training images per class (default: 5 10 25 50 100; "
-                             "half B allows up to about 440)")
+                             f"at most {MAX_PER_CLASS}, to leave test images in every class)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds, from --seed on: split, pretraining, initialization "
                              "(default: 3)")
@@ -212,12 +206,24 @@ def main(argv=None):
                         help="mean accuracy gain, on top of winning on every seed, for full "
                              "to count as ahead of head (default: 0.01)")
     args = parser.parse_args(argv)
-    # The smallest class of half B, less one image for the test set.
-    parity = kdata.embedded_digits("target", train_per_class=1, seed=args.seed)
-    classes = np.concatenate([parity[0][1], parity[1][1]])
-    check_args(args, int(np.bincount(classes).min()) - 1)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, per_class=integers(1, MAX_PER_CLASS), seeds=integers(), epochs=integers(),
+        fine_tune_epochs=integers(), learning_rate=numbers(0, low_inclusive=False),
+        margin=numbers(0),
+    )
     if args.smoke:
         args.per_class, args.seeds, args.epochs, args.fine_tune_epochs = [4], 1, 1, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import backbones, runs, theory
+    from kfound import data as kdata
+
     sizes = sorted(args.per_class)
     output = runs.start_run(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -320,4 +326,4 @@ def plot(rows, comparison, setup):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

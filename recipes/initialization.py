@@ -54,12 +54,11 @@ python recipes/initialization.py --depth 20 --seeds 5
 import argparse
 import math
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.data import load_digits
-from kfound.initializers import SparseInitializer
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 INITS = ("randn_0.01", "randn_over_sqrt_n", "he", "sparse")
 TRAINED = (("randn_0.01", 0.0), ("randn_over_sqrt_n", 0.0), ("he", 0.0), ("sparse", 0.0),
@@ -73,6 +72,10 @@ TRAINED = (("randn_0.01", 0.0), ("randn_over_sqrt_n", 0.0), ("he", 0.0), ("spars
 
 
 def initializer(name, seed, connections):
+    import keras
+
+    from kfound.initializers import SparseInitializer
+
     if name == "randn_0.01":
         return keras.initializers.RandomNormal(stddev=0.01, seed=seed)
     if name == "randn_over_sqrt_n":
@@ -83,6 +86,8 @@ def initializer(name, seed, connections):
 
 
 def build_model(init, activation, bias, args, seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((64,))]
     for i in range(args.depth):
@@ -105,6 +110,8 @@ def build_model(init, activation, bias, args, seed):
 
 
 def layer_stds(model, x):
+    import keras
+
     hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
     probe = keras.Model(model.inputs[0], [layer.output for layer in hidden])
     # Called directly, not through predict: one forward pass per model needs no compiled
@@ -130,6 +137,8 @@ def std_rows(x_val, args):
 
 
 def train(init, bias, data, args, seed):
+    from kfound import theory
+
     (x, y), (x_val, y_val) = data
     model = build_model(init, "relu", bias, args, seed)
     history = model.fit(x, y, batch_size=32, epochs=args.epochs, verbose=0,
@@ -140,6 +149,8 @@ def train(init, bias, data, args, seed):
 
 
 def summarize(results, epochs):
+    from kfound import theory
+
     rows = []
     for (init, bias), runs_ in results.items():
         final, final_sd = theory.mean_and_spread([r["val_accuracy"][-1] for r in runs_])
@@ -249,32 +260,16 @@ def plot(rows, results, args):
     return figure
 
 
-def check_args(args):
-    for name in ("depth", "width", "epochs", "seeds", "connections"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"Argument `--{name}` must be a positive integer. "
-                             f"Received: {name}={getattr(args, name)}")
-    if args.connections > min(64, args.width):
-        raise ValueError(f"Argument `--connections` must not exceed the fan-in of every layer "
-                         f"(min(64, width) = {min(64, args.width)}). "
-                         f"Received: connections={args.connections}")
-    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
-        raise ValueError(f"Argument `--learning-rate` must be positive. "
-                         f"Received: learning_rate={args.learning_rate}")
-    if not 0.0 < args.target_accuracy <= 1.0:
-        raise ValueError(f"Argument `--target-accuracy` must be in (0, 1]. "
-                         f"Received: target_accuracy={args.target_accuracy}")
-    for name in ("preserve_factor", "vanish_factor"):
-        if not getattr(args, name) > 1.0:
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be > 1. "
-                             f"Received: {name}={getattr(args, name)}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="initialization", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="initialization", not_results=())
     parser.add_argument("--depth", type=int, default=10, help="hidden layers (default: 10)")
     parser.add_argument("--width", type=int, default=128, help="units per layer (default: 128)")
     parser.add_argument("--connections", type=int, default=10,
@@ -293,9 +288,32 @@ def main(argv=None):
                         help="last/first layer std below 1/this counts as vanished "
                              "(default: 100)")
     args = parser.parse_args(argv)
-    check_args(args)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, depth=integers(), width=integers(), connections=integers(), epochs=integers(),
+        learning_rate=numbers(0, low_inclusive=False), seeds=integers(),
+        target_accuracy=numbers(0, 1, low_inclusive=False),
+        preserve_factor=numbers(1, low_inclusive=False),
+        vanish_factor=numbers(1, low_inclusive=False),
+    )
+    fan_in = min(64, args.width)
+    if args.connections > fan_in:
+        raise run_arguments.flag_error(
+            "connections", f"at most the fan-in of every layer (min(64, width) = {fan_in})",
+            args.connections)
     if args.smoke:
         args.depth, args.width, args.epochs, args.seeds = 4, 16, 1, 1
+        args.connections = min(args.connections, args.width)  # the fan-in of the smaller net
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs
+    from kfound.data import load_digits
+
     runs.start_run(args)
     data = load_digits(images=False, seed=args.seed)
     if args.smoke:
@@ -343,4 +361,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -32,10 +32,11 @@ python recipes/input_normalization.py
 
 import argparse
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 """
 ## Data and the four feature versions
@@ -71,6 +72,8 @@ def wine_split(seed):
 
 
 def build_model(optimizer, learning_rate, seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input((13,)),
@@ -84,6 +87,8 @@ def build_model(optimizer, learning_rate, seed):
 
 
 def train(x, y, x_val, y_val, optimizer, learning_rate, epochs, seed):
+    import keras
+
     model = build_model(optimizer, learning_rate, seed)
     history = model.fit(
         x, y, batch_size=16, epochs=epochs, validation_data=(x_val, y_val), verbose=0,
@@ -100,6 +105,8 @@ def train(x, y, x_val, y_val, optimizer, learning_rate, epochs, seed):
 
 
 def part1(args):
+    import keras
+
     _, (x, x_val, y, y_val) = wine_split(args.seed)
     results = {}
     progress = keras.utils.Progbar(len(args.optimizers) * 4 * args.seeds, unit_name="run")
@@ -116,6 +123,8 @@ def part1(args):
 
 
 def part1_rows(results):
+    from kfound import theory
+
     rows = []
     for (optimizer, name), runs_ in results.items():
         finite = [r for r in runs_ if not r["diverged"]]
@@ -158,6 +167,10 @@ def path_problem(seed, standardize):
 
 
 def descend(x, y, lr_fraction, steps):
+    import keras
+
+    from kfound import theory
+
     limit, condition = theory.gradient_descent_limit(x)
     learning_rate = lr_fraction * limit
     model = keras.Sequential([keras.Input((2,)),
@@ -190,11 +203,16 @@ def _mse(x, y, w):
 """
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="input_normalization", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="input_normalization", not_results=())
     parser.add_argument("--epochs", type=int, default=100, help="epochs per run (default: 100)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     parser.add_argument("--optimizers", nargs="+", default=["SGD", "Adam"],
@@ -208,12 +226,30 @@ def main(argv=None):
                         help="2-D problem: learning rate as a fraction of 2 / lambda_max "
                              "(default: 0.9)")
     args = parser.parse_args(argv)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, epochs=integers(), seeds=integers(), steps=integers(),
+        lr_fraction=numbers(0, low_inclusive=False),
+        # One per optimizer: two optimizers may share a learning rate.
+        learning_rates=run_arguments.repeatable(numbers(0, low_inclusive=False)),
+    )
+    if len(set(args.optimizers)) < len(args.optimizers):
+        raise run_arguments.flag_error("optimizers", "a list of distinct optimizers",
+                                       args.optimizers)
     if len(args.learning_rates) != len(args.optimizers):
-        parser.error("--learning-rates needs one value per optimizer. Received: "
-                     f"learning_rates={args.learning_rates}, optimizers={args.optimizers}")
+        raise run_arguments.flag_error(
+            "learning_rates", f"one value per optimizer (--optimizers {' '.join(args.optimizers)})",
+            args.learning_rates)
     if args.smoke:
         args.epochs, args.seeds, args.steps = 2, 1, 5
         args.optimizers, args.learning_rates = args.optimizers[:1], args.learning_rates[:1]
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from kfound import runs
+
     runs.start_run(args)
 
     results = part1(args)
@@ -327,4 +363,4 @@ def plot(results, paths, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -47,12 +47,11 @@ python recipes/local_conv.py --train-sizes 100 300 1347 --seeds 5
 
 import argparse
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.data import load_digits
-from kfound.layers import LocallyConnected2D
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 CANVAS = 16
 DATASETS = ("aligned", "shifted")
@@ -84,12 +83,18 @@ def on_canvas(images, shifted, seed):
 
 
 def local_he_normal(positions):
+    import keras
+
     # VarianceScaling's fan-in of the local kernel (positions, window, filters) is
     # positions * window; scaling by `positions` leaves He's 2 / window.
     return keras.initializers.VarianceScaling(2.0 * positions, "fan_in", "truncated_normal")
 
 
 def build_model(layer, seed, run_eagerly=False):
+    import keras
+
+    from kfound.layers import LocallyConnected2D
+
     keras.utils.set_random_seed(seed)
 
     def block(filters, size):
@@ -164,17 +169,16 @@ def verdict_for(gaps):
     return status, "; ".join(parts), at_size
 
 
-def _check_positive(name, value):
-    if value < 1:
-        raise ValueError(
-            f"Argument `--{name}` must be a positive integer. Received: {name}={value}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="local_conv", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="local_conv", not_results=())
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[300, 1347],
                         help="training digits, one experiment each, at most 1347 "
                              "(default: 300 1347)")
@@ -183,15 +187,22 @@ def main(argv=None):
                              "(default: 400)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     args = parser.parse_args(argv)
-    _check_positive("steps", args.steps)
-    _check_positive("seeds", args.seeds)
-    for size in args.train_sizes:
-        _check_positive("train-sizes", size)
-        if size > 1347:
-            raise ValueError("Argument `--train-sizes` must be at most 1347, the training "
-                             f"digits. Received: train_sizes={args.train_sizes}")
+    integers = run_arguments.integers
+    run_arguments.check_flags(
+        args, train_sizes=integers(1, 1347), steps=integers(), seeds=integers(),
+    )
     if args.smoke:
         args.train_sizes, args.steps, args.seeds = [64], 2, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+    from kfound.data import load_digits
+
     runs.start_run(args)
     (x, y), (x_test, y_test) = load_digits(images=True, seed=args.seed)
     if args.smoke:
@@ -278,4 +289,4 @@ def plot(rows, x, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -48,12 +48,11 @@ import argparse
 import math
 import statistics
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import layers, runs, theory
-from kfound.callbacks import EpochTimer
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 NORMALIZATIONS = ("batch", "group", "weight", "lrn", "none")
 
@@ -69,6 +68,10 @@ BatchNorm and GroupNorm.
 
 
 def conv_block(x, filters, normalization, groups):
+    import keras
+
+    from kfound import layers
+
     conv = keras.layers.Conv2D(filters, 3, padding="same")
     for layer in layers.normalization_block(normalization, conv, "relu", groups=groups):
         x = layer(x)
@@ -76,6 +79,8 @@ def conv_block(x, filters, normalization, groups):
 
 
 def build_model(normalization, groups, learning_rate, seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
     x = conv_block(inputs, 16, normalization, groups)
@@ -91,6 +96,8 @@ def build_model(normalization, groups, learning_rate, seed):
 
 
 def run_one(data, normalization, batch_size, args, seed):
+    from kfound.callbacks import EpochTimer
+
     (x, y), (x_val, y_val) = data
     learning_rate = args.base_lr * batch_size / 32
     model = build_model(normalization, args.groups, learning_rate, seed)
@@ -120,6 +127,8 @@ inference-mode score, since training mode also moves the averages.
 
 
 def train_mode_error(model, x_val, y_val, batch_size):
+    import keras
+
     wrong = 0
     for start in range(0, len(x_val), batch_size):
         probabilities = model(x_val[start:start + batch_size], training=True)
@@ -144,6 +153,10 @@ slow start is that constant scaling, not anything the normalization does.
 
 
 def lrn_scaling(model, x):
+    import keras
+
+    from kfound import layers
+
     lrn_layers = [layer for layer in model.layers if isinstance(layer, layers.LRN)]
     probe = keras.Model(model.inputs, [[layer.input, layer.output] for layer in lrn_layers])
     found = []
@@ -158,6 +171,9 @@ def lrn_scaling(model, x):
 
 def as_constant_scaling(model):
     """A copy of `model`, same weights, with each LRN replaced by `x * bias ** -beta`."""
+    import keras
+
+    from kfound import layers
 
     def clone(layer):
         config = layer.get_config()
@@ -287,11 +303,16 @@ def lrn_verdict(lrn):
     )
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
+
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="norm_vs_batch_size", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="norm_vs_batch_size", not_results=())
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[2, 4, 8, 16, 32],
                         help="batch sizes, smallest first (default: 2 4 8 16 32)")
     parser.add_argument("--normalizations", nargs="+", default=list(NORMALIZATIONS),
@@ -312,14 +333,28 @@ def main(argv=None):
                         help="an epoch is 'at chance' while its training loss is above this "
                              "fraction of ln(10) (default: 0.95)")
     args = parser.parse_args(argv)
-    if args.lrn_epochs < 1:
-        raise ValueError("Argument `lrn_epochs` must be a positive integer. "
-                         f"Received: lrn_epochs={args.lrn_epochs}")
-    if not 0.0 < args.chance_fraction <= 1.0:
-        raise ValueError("Argument `chance_fraction` must be in (0, 1]. "
-                         f"Received: chance_fraction={args.chance_fraction}")
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    run_arguments.check_flags(
+        args, batch_sizes=integers(), epochs=integers(),
+        base_lr=numbers(0, low_inclusive=False), groups=integers(), seeds=integers(),
+        stable_band=numbers(0), lrn_epochs=integers(),
+        chance_fraction=numbers(0, 1, low_inclusive=False),
+    )
+    if len(set(args.normalizations)) < len(args.normalizations):
+        raise run_arguments.flag_error("normalizations", "a list of distinct normalizations",
+                                       args.normalizations)
     if args.smoke:
         args.batch_sizes, args.epochs, args.seeds, args.lrn_epochs = [64], 1, 1, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+    from kfound.data import load_digits
+
     batch_sizes = sorted(args.batch_sizes)
     runs.start_run(args)
     data = load_digits(images=True, seed=args.seed)
@@ -411,4 +446,4 @@ def plot(rows, lrn, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

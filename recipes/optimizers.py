@@ -67,22 +67,33 @@ python recipes/optimizers.py --optimizers adam rmsprop --epochs 50
 import argparse
 import math
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.callbacks import EpochTimer
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
+
+
+def _keras_optimizer(class_name, **kwargs):
+    """`learning_rate -> keras.optimizers.<class_name>(learning_rate, **kwargs)`."""
+
+    def make(learning_rate):
+        import keras
+
+        return getattr(keras.optimizers, class_name)(learning_rate, **kwargs)
+
+    return make
+
 
 OPTIMIZERS = {
-    "sgd": lambda lr: keras.optimizers.SGD(lr),
-    "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
-    "nesterov": lambda lr: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
-    "adagrad": lambda lr: keras.optimizers.Adagrad(lr),
-    "adadelta": lambda lr: keras.optimizers.Adadelta(lr),
-    "rmsprop": lambda lr: keras.optimizers.RMSprop(lr),
-    "adam": lambda lr: keras.optimizers.Adam(lr),
-    "ftrl": lambda lr: keras.optimizers.Ftrl(lr),
+    "sgd": _keras_optimizer("SGD"),
+    "momentum": _keras_optimizer("SGD", momentum=0.9),
+    "nesterov": _keras_optimizer("SGD", momentum=0.9, nesterov=True),
+    "adagrad": _keras_optimizer("Adagrad"),
+    "adadelta": _keras_optimizer("Adadelta"),
+    "rmsprop": _keras_optimizer("RMSprop"),
+    "adam": _keras_optimizer("Adam"),
+    "ftrl": _keras_optimizer("Ftrl"),
 }
 NOT_IN_KERAS = ("AdagradDAOptimizer", "ProximalGradientDescentOptimizer",
                 "ProximalAdagradOptimizer")
@@ -90,6 +101,8 @@ DEFAULT_GRID = [0.001, 0.01, 0.1, 1.0]
 
 
 def build_model(width, seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
         keras.Input((64,)),
@@ -100,6 +113,8 @@ def build_model(width, seed):
 
 
 def fit(name, learning_rate, train, validation, epochs, args):
+    from kfound.callbacks import EpochTimer
+
     model = build_model(args.width, args.seed)  # the same initial weights for every run
     model.compile(optimizer=OPTIMIZERS[name](learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -197,29 +212,16 @@ def plot(results, rows, target):
     return figure
 
 
-def check_args(args):
-    unknown = [n for n in args.optimizers if n not in OPTIMIZERS]
-    if not args.optimizers or unknown:
-        raise ValueError(f"Argument `--optimizers` must name some of {sorted(OPTIMIZERS)}. "
-                         f"Received: optimizers={args.optimizers}")
-    rates = args.learning_rates
-    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
-        raise ValueError("Argument `--learning-rates` must be positive numbers. "
-                         f"Received: learning_rates={rates}")
-    for name in ("epochs", "select_epochs", "width"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive "
-                             f"integer. Received: {name}={getattr(args, name)}")
-    if not 0.0 < args.target_accuracy <= 1.0:
-        raise ValueError("Argument `--target-accuracy` must be in (0, 1]. "
-                         f"Received: target_accuracy={args.target_accuracy}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="optimizers", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="optimizers", not_results=())
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         help=f"which to run (default: all of {', '.join(OPTIMIZERS)})")
     parser.add_argument("--learning-rates", nargs="+", type=float, default=DEFAULT_GRID,
@@ -233,11 +235,30 @@ def main(argv=None):
     parser.add_argument("--target-accuracy", type=float, default=0.95,
                         help="validation accuracy to reach (default: 0.95)")
     args = parser.parse_args(argv)
-    check_args(args)
+    integers, numbers = run_arguments.integers, run_arguments.numbers
+    if (any(n not in OPTIMIZERS for n in args.optimizers)
+            or len(set(args.optimizers)) < len(args.optimizers)):
+        raise run_arguments.flag_error(
+            "optimizers", f"distinct names, some of {sorted(OPTIMIZERS)}", args.optimizers)
+    run_arguments.check_flags(
+        args, learning_rates=numbers(0, low_inclusive=False), select_epochs=integers(),
+        epochs=integers(), width=integers(),
+        target_accuracy=numbers(0, 1, low_inclusive=False),
+    )
     if args.smoke:
         args.optimizers, args.learning_rates = ["adam"], [0.01, 0.1]
         args.select_epochs, args.epochs, args.width = 1, 2, 16
         args.target_accuracy = min(args.target_accuracy, 0.2)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+    from kfound.data import load_digits
+
     runs.start_run(args)
     (x, y), validation = load_digits(images=False, seed=args.seed)
     if args.smoke:
@@ -292,4 +313,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

@@ -49,11 +49,11 @@ python recipes/unsupervised_pretraining.py --depth 8 --labels-per-class 5 10
 import argparse
 import math
 
-import keras
 import numpy as np
+from _light import run_arguments
 
-from kfound import runs, theory
-from kfound.data import load_digits
+# Keras and kfound are imported inside the functions that use them, once the flags are
+# checked: under the TensorFlow backend, importing Keras imports TensorFlow (seconds).
 
 NETS = ("sigmoid", "relu_he")
 INITS = ("random", "pretrained")
@@ -64,11 +64,15 @@ INITS = ("random", "pretrained")
 
 
 def standard_uniform(fan_in):
+    import keras
+
     limit = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-limit, limit)
 
 
 def hidden_layer(net, fan_in, width, name):
+    import keras
+
     if net == "sigmoid":
         return keras.layers.Dense(width, "sigmoid", kernel_initializer=standard_uniform(fan_in),
                                   name=name)
@@ -76,6 +80,8 @@ def hidden_layer(net, fan_in, width, name):
 
 
 def build_classifier(net, args, seed, encoder_weights=None):
+    import keras
+
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((64,))
     h, fan_in = inputs, 64
@@ -103,6 +109,8 @@ Returns each hidden layer's `[kernel, bias]` and each autoencoder's final recons
 
 
 def pretrain(net, x, args, seed):
+    import keras
+
     keras.utils.set_random_seed(seed)
     codes, fan_in = x, 64
     weights, losses = [], []
@@ -166,17 +174,16 @@ def verdict_for(cells):
     return status, f"pretraining helps in: {where}. " + "; ".join(parts)
 
 
-def _check_positive(name, value):
-    if value < 1:
-        raise ValueError(f"Argument `--{name.replace('_', '-')}` must be a positive integer. "
-                         f"Received: {name}={value}")
+def parse_args(argv=None):
+    """Parses and checks the flags, importing neither Keras nor kfound's package.
 
-
-def main(argv=None):
+    Raises:
+        ValueError: naming the first bad flag.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    runs.add_run_arguments(parser, run_name="unsupervised_pretraining", not_results=())
+    run_arguments.add_run_arguments(parser, run_name="unsupervised_pretraining", not_results=())
     parser.add_argument("--labels-per-class", type=int, nargs="+", default=[5, 25, 100],
                         help="labelled training digits per class, at most 120 "
                              "(default: 5 25 100)")
@@ -189,16 +196,25 @@ def main(argv=None):
                              "(default: 400)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     args = parser.parse_args(argv)
-    for name in ("depth", "width", "pretrain_epochs", "steps", "seeds"):
-        _check_positive(name, getattr(args, name))
-    for value in args.labels_per_class:
-        _check_positive("labels_per_class", value)
-        if value > 120:  # the rarest class has 131 training digits
-            raise ValueError("Argument `--labels-per-class` must be at most 120. "
-                             f"Received: labels_per_class={args.labels_per_class}")
+    integers = run_arguments.integers
+    run_arguments.check_flags(
+        args, labels_per_class=integers(1, 120),  # the rarest class has 131 training digits
+        depth=integers(), width=integers(), pretrain_epochs=integers(), steps=integers(),
+        seeds=integers(),
+    )
     if args.smoke:
         args.labels_per_class, args.depth, args.width = [2], 2, 8
         args.pretrain_epochs, args.steps, args.seeds = 1, 2, 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from kfound import runs, theory
+    from kfound.data import load_digits
+
     runs.start_run(args)
     (x, y), test = load_digits(images=False, seed=args.seed)
     if args.smoke:
@@ -207,7 +223,7 @@ def main(argv=None):
     """
     ## The sweep
     """
-    sizes = sorted(set(args.labels_per_class))
+    sizes = sorted(args.labels_per_class)  # distinct: check_flags refuses repeats
     progress = keras.utils.Progbar(args.seeds * len(NETS) * (1 + 2 * len(sizes)),
                                    unit_name="run")
     errors, reconstruction = {}, {net: [] for net in NETS}
@@ -281,4 +297,4 @@ def plot(cells, args):
 
 
 if __name__ == "__main__":
-    main()
+    run_arguments.run_main(main)

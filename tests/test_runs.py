@@ -201,6 +201,12 @@ def test_check_flags_names_the_first_bad_flag():
                                              r"values, each a finite number in \[0, 1\)\. "
                                              rf"Received: rates=\[0\.1, {rates[1]}\]$"):
             rules.check_flags(args, rates=unit)
+    args.rates = [0.1, 0.1]
+    assert rules.check_flags(args, rates=rules.repeatable(unit)) is args
+    args.rates = [0.1, 1.5]
+    with pytest.raises(ValueError, match=r"^Argument `--rates` must be a list, each a finite "
+                                         r"number in \[0, 1\)\. Received: rates=\[0\.1, 1\.5\]$"):
+        rules.check_flags(args, rates=rules.repeatable(unit))
     assert str(rules.flag_error("min_size", "less than --max-size", 9)) == (
         "Argument `--min-size` must be less than --max-size. Received: min_size=9")
 

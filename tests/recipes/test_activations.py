@@ -85,11 +85,3 @@ def test_speed_verdict_pairs_rounds_and_ignores_differences_inside_the_noise(rec
     assert recipe.overall_status(["not confirmed"] * 3) == "not confirmed"
     assert recipe.overall_status(["confirmed", "not confirmed", "confirmed"]) == (
         "holds only under conditions")
-
-
-@pytest.mark.parametrize("flag", [["--depth", "0"], ["--learning-rate", "-1"],
-                                  ["--shock-learning-rates", "0"], ["--dead-threshold", "1"]])
-def test_bad_flags_fail_before_any_work(recipe, tmp_path, flag):
-    with pytest.raises(ValueError, match="Received"):
-        recipe.main([*flag, "--output", str(tmp_path / "run")])
-    assert not (tmp_path / "run").exists()

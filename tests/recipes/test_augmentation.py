@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from kfound import theory
 
@@ -20,14 +19,6 @@ def test_augmentation_smoke_writes_report_plot_and_table(recipe, tmp_path, capsy
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in report["rows"])
     out = capsys.readouterr().out
     assert "verdict:" in out and "label_shuffle" in out and str(tmp_path) in out
-
-
-def test_bad_flags_fail_before_any_work(recipe, tmp_path):
-    with pytest.raises(ValueError, match="Received: steps=0"):
-        recipe.main(["--steps", "0", "--output", str(tmp_path)])
-    with pytest.raises(ValueError, match="at most 150"):
-        recipe.main(["--majority", "500", "--output", str(tmp_path)])
-    assert not any(tmp_path.iterdir())
 
 
 def test_label_shuffle_sees_every_class_equally_often(recipe):

@@ -71,14 +71,13 @@ def test_full_ahead_everywhere_is_confirmed_and_ahead_in_between_is_not_overtaki
     assert "ahead of the head only at [5, 50] images per class" in verdict
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--per-class", "0", "5"], r"distinct positive integers. Received: per_class=\[0, 5\]"),
-    (["--per-class", "5", "5"], r"distinct positive integers. Received: per_class=\[5, 5\]"),
-    (["--per-class", "5", "5000"], r"at most \d+, to leave test images.*per_class=\[5, 5000\]"),
-    (["--seeds", "0"], r"`seeds` must be a positive integer. Received: seeds=0"),
-    (["--margin", "-0.1"], r"`margin` must be non-negative. Received: margin=-0.1"),
-])
-def test_bad_arguments_are_clear_errors_before_any_work(recipe, tmp_path, argv, match):
-    with pytest.raises(ValueError, match=match):
-        recipe.main([*argv, "--output", str(tmp_path / "run")])
-    assert not (tmp_path / "run").exists()
+def test_the_per_class_limit_leaves_a_test_image_in_every_class(recipe):
+    import numpy as np
+
+    from kfound import data as kdata
+
+    for seed in (0, 1337, 1338, 1339):
+        (_, y_train), (_, y_test), _ = kdata.embedded_digits("target", train_per_class=1,
+                                                             seed=seed)
+        smallest = int(np.bincount(np.concatenate([y_train, y_test])).min())
+        assert recipe.MAX_PER_CLASS == smallest - 1, seed

@@ -1,12 +1,12 @@
 import json
 
-import pytest
-
 STATUSES = {"confirmed", "not confirmed", "holds only under conditions"}
 
 
 def test_initialization_smoke_writes_the_report(recipe, tmp_path, capsys):
-    report = recipe.main(["--smoke", "--output", str(tmp_path)])
+    # 20 connections fit the default width (64) but not the smoke run's 16: it uses 16.
+    report = recipe.main(["--smoke", "--connections", "20", "--output", str(tmp_path)])
+    assert json.loads((tmp_path / "args.json").read_text())["connections"] == 16
     for name in ("args.json", "report.json", "initialization.png"):
         assert (tmp_path / name).is_file()
     saved = json.loads((tmp_path / "report.json").read_text())
@@ -59,11 +59,3 @@ def test_bias_effect(recipe):
     assert recipe.bias_effect([_trained(0.0, 0.95), _trained(0.01, 0.90)])[0] == "hurts"
     effect, text = recipe.bias_effect([_trained(0.0, 0.95), _trained(0.01, 0.955)])
     assert effect == "no measurable effect" and "95.50%" in text
-
-
-@pytest.mark.parametrize("flag", [["--depth", "0"], ["--connections", "65"],
-                                  ["--target-accuracy", "0"], ["--preserve-factor", "1"]])
-def test_bad_flags_fail_before_any_work(recipe, tmp_path, flag):
-    with pytest.raises(ValueError, match="Received"):
-        recipe.main([*flag, "--output", str(tmp_path / "run")])
-    assert not (tmp_path / "run").exists()

@@ -3,8 +3,6 @@ import json
 
 import pytest
 
-from tests.recipes.conftest import assert_flags_refused
-
 VARIANTS = ("sigmoid", "tanh", "relu_he", "relu_he_bn", "constant")
 VERDICTS = (
     "sigmoid_diagnosed_vanishing", "relu_he_not_vanishing", "tanh_faster_than_sigmoid",
@@ -76,16 +74,3 @@ def test_the_status_counts_the_verdicts(recipe):
     results["relu_he"]["diagnoses"] = ["vanishing"]
     results["tanh"]["epochs_to_target"] = None
     assert recipe.verdict_for(results, args)[0] == "not confirmed"
-
-
-@pytest.mark.backend_independent
-def test_bad_flags_are_refused_before_keras_is_imported(tmp_path):
-    assert_flags_refused("vanishing_gradients", [
-        (["--depth", "0"], "depth"),
-        (["--width", "-3"], "width"),
-        (["--epochs", "0"], "epochs"),
-        (["--learning-rate", "nan"], "learning_rate"),
-        (["--learning-rate", "-1"], "learning_rate"),
-        (["--target-accuracy", "1.5"], "target_accuracy"),
-        (["--constant", "inf"], "constant"),
-    ], tmp_path)
