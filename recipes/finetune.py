@@ -376,10 +376,9 @@ def predict_state(args, folder, model_path, data_loader, on_ready=lambda: None):
 
 def main(argv=None):
     args = parse_args(argv)  # before any import of kfound (see the imports at the top)
-    import keras
 
     from kfound import data as kdata
-    from kfound import distribution, io_utils, reports, runs
+    from kfound import distribution, runs
 
     output = runs.run_folder(args)
     settings = run_arguments.result_arguments(args)
@@ -420,7 +419,28 @@ def main(argv=None):
     if any(dropped):
         print(f"data: {dropped[0]} training and {dropped[1]} validation images left out "
               f"so that every batch splits across the {devices} devices")
+    fresh = not (output / "args.json").exists()
     output = runs.start_run(args)  # args.json, once every argument and the data are valid
+    try:
+        return run_states(args, data, image_size, output, settings, placement)
+    except ValueError as error:
+        # The head state's check of a folder's files is its feature pass, which runs after
+        # start_run: a refused folder (a class with no readable image) or --weights must
+        # not leave behind the args.json of a run that wrote nothing else, which would
+        # block a rerun with other flags.
+        caches = {"features", "pretrained"}  # --smoke keeps its caches in the run folder
+        written = {p.name for p in output.iterdir()} - {"args.json", *caches}
+        if fresh and not written and "Received: " in str(error):
+            (output / "args.json").unlink(missing_ok=True)
+        raise
+
+
+def run_states(args, data, image_size, output, settings, placement):
+    """Trains `args.state` (or every state, then predicts and compares) into `output`."""
+    import keras
+
+    from kfound import io_utils, reports, runs
+
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     weights = resolve_weights(args, image_size, output)

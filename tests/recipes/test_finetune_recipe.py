@@ -102,6 +102,17 @@ def test_full_on_a_folder_then_predict_files(recipe, tmp_path, shared_weights_di
     assert {r["label"] for r in rows} <= {"china", "flower"}
 
 
+def test_head_on_a_class_without_a_readable_image_is_refused_without_args_json(recipe,
+                                                                              tmp_path):
+    photos = write_image_folder(tmp_path / "photos", per_class=5)
+    for image in (photos / "flower").glob("*.png"):
+        image.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"flower.*Received: "):
+        recipe.main(["--smoke", "--state", "head", "--dataset", f"folder:{photos}",
+                     "--image-size", "16", "--output", str(tmp_path / "head")])
+    assert not (tmp_path / "head" / "args.json").exists()
+
+
 def test_head_on_a_folder_names_its_corrupt_files_without_a_checking_pass(recipe, tmp_path,
                                                                           capsys):
     photos = write_image_folder(tmp_path / "photos", per_class=5)
