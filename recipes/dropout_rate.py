@@ -111,10 +111,11 @@ def verdict_for(rows):
             half_status = "not confirmed"
         else:
             half_status = "holds only under conditions"
+        none = next((r for r in plain if r["rate"] == 0), None)  # --rates may leave 0 out
         first = (f"'0.5 is best' {half_status}: best rate {top['rate']:.1f} "
                  f"({top['val_error']:.2%} +- {top['val_sd']:.2%}), 0.5 gives "
-                 f"{half['val_error']:.2%} +- {half['val_sd']:.2%}, no dropout "
-                 f"{plain[0]['val_error']:.2%}")
+                 f"{half['val_error']:.2%} +- {half['val_sd']:.2%}"
+                 + (f", no dropout {none['val_error']:.2%}" if none else ""))
     norms = sorted({r["max_norm"] for r in rows if r["max_norm"]})
     if not norms:
         return first, half_status, "not run"

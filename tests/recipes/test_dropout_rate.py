@@ -33,8 +33,11 @@ def test_verdicts_read_the_numbers(recipe):
     assert (half, norm) == ("holds only under conditions", "holds only under conditions")
     rows = [_row(0.0, None, 0.10), _row(0.2, None, 0.04), _row(0.5, None, 0.09),
             _row(0.5, 3.0, 0.09)]
-    _, half, norm = verdict_for(rows)
+    first, half, norm = verdict_for(rows)
     assert (half, norm) == ("not confirmed", "not confirmed")
+    assert "0.5 gives 9.00% +- 1.00%, no dropout 10.00%;" in first
+    first, _, _ = verdict_for(rows[1:])  # --rates without 0: no "no dropout" figure
+    assert "0.5 gives 9.00% +- 1.00%;" in first and "no dropout" not in first
 
 
 def test_one_status_for_the_two_parts(recipe):
