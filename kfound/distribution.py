@@ -8,7 +8,8 @@ One call, `setup()`, decides how this process trains:
   `keras.utils.clear_session()`, which KerasTuner calls before each trial, resets the
   latter.) Batch sizes must be divisible by the device count (`check_batch_size`), and
   so must each pass's length, so that its last batch splits too (`trim_to_devices` for
-  arrays, `kfound.data.ImageData.trim_to_multiple` for image pipelines).
+  arrays, `kfound.data.ImageData.trim_to_multiple` for image pipelines; the states of
+  `kfound.finetune` call them themselves).
 - TensorFlow with more than one GPU: `tf.distribute.MirroredStrategy`, returned as
   `strategy` for the caller to build and train under (KerasTuner's
   `distribution_strategy`).

@@ -178,13 +178,20 @@ def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
     return resume.history_dict(checkpoint.history)
 
 
-def _epoch_pipeline(data, verbose=0):
+def _epoch_pipeline(data, options):
     """`data`'s training batches, augmented if `data` is, as a `resume.EpochPipeline`.
 
     A folder's files are checked first (`ImageData.check_files`), so that the epoch's
-    length counts only the images that decode.
+    length counts only the images that decode. Under `distribution.setup()`'s
+    DataParallel, both splits are cut to a multiple of the device count
+    (`ImageData.trim_to_multiple`, said through `options.log`), so that every batch splits.
     """
-    data.check_files(verbose=verbose)
+    data.check_files(verbose=options.verbose)
+    devices = distribution.data_parallel_devices()
+    dropped = data.trim_to_multiple(devices)
+    if any(dropped):
+        options.log(f"data: {dropped[0]} training and {dropped[1]} validation images left out "
+                    f"so that every batch splits across the {devices} devices")
     return resume.EpochPipeline(
         data.train_unshuffled, data.num_classes, data.train_examples, data.batch_size,
         balance=data.balance, seed=data.seed, shuffle_buffer=IMAGE_SHUFFLE_BUFFER,
@@ -278,7 +285,7 @@ def fit_head(
         )
         options.log(f"head: feature caching is off ({reason}); every epoch runs the frozen "
                     "backbone")
-        train, val, model = _epoch_pipeline(data, options.verbose), data.val, classifier.model
+        train, val, model = _epoch_pipeline(data, options), data.val, classifier.model
     compile_classifier(model, learning_rate=options.learning_rate, optimizer=options.optimizer,
                        jit_compile=options.jit_compile, steps_per_execution=steps_per_execution)
     history = _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
@@ -334,7 +341,7 @@ def fit_full(
     compile_classifier(classifier.model, learning_rate=fine_tune_learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
     phase2_dir = None if backup_dir is None else os.path.join(backup_dir, "phase2")
-    second = _fit(classifier.model, _epoch_pipeline(data, options.verbose), data.val,
+    second = _fit(classifier.model, _epoch_pipeline(data, options), data.val,
                   epochs=epochs + fine_tune_epochs, options=options, backup_dir=phase2_dir,
                   initial_epoch=epochs)
     classifier.epoch_seconds = first_seconds + second.pop("seconds", [])
@@ -387,7 +394,7 @@ def fit_scratch(classifier, data, *, epochs, options=TrainingOptions(), backup_d
     classifier.backbone.trainable = True
     compile_classifier(classifier.model, learning_rate=options.learning_rate,
                        optimizer=options.optimizer, jit_compile=options.jit_compile)
-    history = _fit(classifier.model, _epoch_pipeline(data, options.verbose), data.val,
+    history = _fit(classifier.model, _epoch_pipeline(data, options), data.val,
                    epochs=epochs, options=options, backup_dir=backup_dir)
     classifier.epoch_seconds = history.pop("seconds", [])
     return history

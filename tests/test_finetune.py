@@ -241,3 +241,46 @@ def test_scratch_baseline_trains_everything():
     assert finetune.trainable_params(classifier.model) == (
         classifier.model.count_params() - moving_statistics)
     assert not np.allclose(_kernel(conv), kernel)
+
+
+_TWO_DEVICES = """
+import json
+import keras
+from finetune_test_utils import small_classifier
+from kfound import data, distribution, finetune
+placement = distribution.setup()
+loaded = data.load_image_data("embedded", 8, batch_size=2, train_per_class=3,
+                              val_batch_size=512)
+messages = []
+with placement.scope():
+    classifier = small_classifier(loaded)
+    options = finetune.TrainingOptions(verbose=0, log=messages.append)
+    history = finetune.fit_full(classifier, loaded, epochs=1, fine_tune_epochs=1,
+                                fine_tune_learning_rate=1e-3, options=options)
+print(json.dumps({"record": placement.record(), "messages": messages,
+                  "sizes": [loaded.train_examples, loaded.val_examples],
+                  "epochs": history["epoch"]}))
+"""
+
+
+@pytest.mark.backend_independent  # its subprocess runs JAX, whatever this backend
+def test_full_fine_tuning_trims_its_images_for_data_parallel_itself(tmp_path):
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": os.pathsep.join([str(pathlib.Path(__file__).parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["record"] == {"kind": "DataParallel", "devices": 2}
+    # This task's 893 validation images lose one, so that every batch splits.
+    assert result["sizes"] == [6, 892] and result["epochs"] == [1, 2]
+    assert ("data: 0 training and 1 validation images left out so that every batch splits "
+            "across the 2 devices") in result["messages"], result["messages"]
