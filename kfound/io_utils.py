@@ -47,31 +47,6 @@ def atomic_path(path):
         raise
 
 
-def check_writable_folder(path, argument="output"):
-    """Raises a clear `ValueError` unless `path` is, or can be made, a writable folder.
-
-    Nothing is created: the check looks at `path`, or at the nearest folder above it
-    that exists, so it can run before any work.
-
-    Args:
-        path: the folder.
-        argument: the flag or argument that gave it, for the message. Defaults to
-            `"output"`.
-    """
-    path = os.path.abspath(os.fspath(path))
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    problem = None
-    if not os.path.isdir(existing):
-        problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable by this user"
-    if problem:
-        raise ValueError(f"Argument `{argument}` must be a folder this process can write to; "
-                         f"{problem}. Received: {argument}={path!r}")
-
-
 def write_text(path, text):
     """Writes `text` to `path` atomically."""
     with atomic_path(path) as tmp:

@@ -168,7 +168,9 @@ def check_flags(args, **rules):
     Call it on the values the user gave: after `parse_args`, before `--smoke` replaces any.
     Besides the flags in `rules`, `--seed` (of `add_run_arguments`) is always checked: an
     integer in `[0, MAX_SEED]`, and a recipe whose `--seeds` count runs the seeds `seed`,
-    `seed + 1`, ... needs the last of them in that range too (give `seeds` its rule).
+    `seed + 1`, ... needs the last of them in that range too (give `seeds` its rule). A
+    given `--output` must be a folder this user can write to, or can create
+    (`check_writable_folder`).
 
     Args:
         args: the parsed `argparse.Namespace`.
@@ -200,6 +202,8 @@ def check_flags(args, **rules):
                 expected += (f" (the last of its --seeds {args.seeds} seeds, seed + "
                              f"{args.seeds - 1}, must be at most {MAX_SEED})")
             raise flag_error("seed", expected, args.seed)
+    if getattr(args, "output", None) is not None and "output" not in rules:
+        check_writable_folder(args.output, flag=True)
     return args
 
 
@@ -222,6 +226,34 @@ def run_main(main):
         if "Received: " not in str(error):
             raise
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")
+
+
+def check_writable_folder(path, argument="output", *, flag=False):
+    """Raises a clear `ValueError` unless `path` is, or can be made, a writable folder.
+
+    Nothing is created: the check looks at `path`, or at the nearest folder above it
+    that exists, so it can run before any work.
+
+    Args:
+        path: the folder.
+        argument: the flag or argument that gave it, for the message. Defaults to
+            `"output"`.
+        flag: name it as a command-line flag (`--output`), as `flag_error` does. Defaults
+            to `False`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    problem = None
+    if not os.path.isdir(existing):
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem:
+        shown = f"--{argument.replace('_', '-')}" if flag else argument
+        raise ValueError(f"Argument `{shown}` must be a folder this process can write to; "
+                         f"{problem}. Received: {argument}={path!r}")
 
 
 def result_arguments(args):

@@ -28,6 +28,7 @@ from kfound.run_arguments import DEFAULT_SEED as DEFAULT_SEED
 from kfound.run_arguments import SAVED_MODELS as SAVED_MODELS
 from kfound.run_arguments import add_run_arguments as add_run_arguments
 from kfound.run_arguments import check_rerun as check_rerun
+from kfound.run_arguments import check_writable_folder as check_writable_folder
 from kfound.run_arguments import result_arguments as result_arguments
 
 # The dots per inch of every recipe's plot.
@@ -50,9 +51,11 @@ def start_run(args):
         The run folder, a `pathlib.Path` that exists.
 
     Raises:
-        ValueError: the rerun rule refuses the run (see `check_rerun`).
+        ValueError: the run folder cannot be written (`check_writable_folder`), or the
+            rerun rule refuses the run (see `check_rerun`).
     """
     output = run_folder(args)
+    check_writable_folder(output, flag=True)
     if getattr(args, "_not_results", None) is not None:
         check_rerun(output, args)
     output.mkdir(parents=True, exist_ok=True)

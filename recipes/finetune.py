@@ -381,6 +381,7 @@ def main(argv=None):
     from kfound import distribution, runs
 
     output = runs.run_folder(args)
+    run_arguments.check_writable_folder(output, flag=True)  # the default folder too
     settings = run_arguments.result_arguments(args)
     check_rerun(output, args)
     if args.feature_cache is None:

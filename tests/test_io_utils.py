@@ -50,27 +50,6 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
 
 
-def test_check_writable_folder_accepts_a_folder_to_be(tmp_path):
-    io_utils.check_writable_folder(tmp_path / "new" / "run")
-    assert os.listdir(tmp_path) == []  # Nothing created.
-
-
-def test_check_writable_folder_refuses_a_path_under_a_file(tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match=r"Argument `output` must be a folder this process can "
-                                         r"write to; .*file is a file, not a folder\. Received: "
-                                         r"output='.*file/run'"):
-        io_utils.check_writable_folder(tmp_path / "file" / "run")
-
-
-def test_check_writable_folder_refuses_a_read_only_folder(tmp_path, monkeypatch):
-    # As root, a mode cannot make a folder read-only: ask os.access as the kernel would.
-    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
-    with pytest.raises(ValueError, match=r"is not writable by this user\. Received: "
-                                         r"model_dir="):
-        io_utils.check_writable_folder(tmp_path / "run", argument="model_dir")
-
-
 def save_model_with_an_unregistered_class(path, package="kfound"):
     """Saves a model whose last layer is a class then unregistered, as `package>Vanished`."""
 

@@ -1,6 +1,7 @@
 import argparse
 import ast
 import json
+import os
 import pathlib
 import sys
 
@@ -28,6 +29,15 @@ def test_start_run_fills_the_default_folder_and_writes_args(tmp_path, monkeypatc
         "seed": 7, "output": "saved_models/demo-tf_flowers", "smoke": False,
         "dataset": "tfds:tf_flowers",
     }
+
+
+def test_start_run_refuses_a_default_folder_it_cannot_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "saved_models").write_text("a file where the runs' folder should be")
+    with pytest.raises(ValueError, match=r"^Argument `--output` must be a folder this process "
+                                         r"can write to; .*saved_models is a file, not a "
+                                         r"folder\. Received: output='.*demo-tf_flowers'$"):
+        runs.start_run(_parse([]))
 
 
 def test_start_run_honours_output(tmp_path):
@@ -230,3 +240,27 @@ def test_check_flags_always_checks_the_seed_and_the_last_of_several_seeds():
         rules.check_flags(several, seeds=rules.integers())
     # A recipe with a rule of its own for --seed keeps it.
     assert rules.check_flags(argparse.Namespace(seed=-5), seed=rules.integers(None)).seed == -5
+
+
+@pytest.mark.backend_independent
+def test_check_writable_folder_accepts_a_folder_to_be(tmp_path):
+    kfound.run_arguments.check_writable_folder(tmp_path / "new" / "run")
+    assert os.listdir(tmp_path) == []  # Nothing created.
+
+
+@pytest.mark.backend_independent
+def test_check_writable_folder_refuses_a_path_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"Argument `output` must be a folder this process can "
+                                         r"write to; .*file is a file, not a folder\. Received: "
+                                         r"output='.*file/run'"):
+        kfound.run_arguments.check_writable_folder(tmp_path / "file" / "run")
+
+
+@pytest.mark.backend_independent
+def test_check_writable_folder_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    # As root, a mode cannot make a folder read-only: ask os.access as the kernel would.
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+    with pytest.raises(ValueError, match=r"is not writable by this user\. Received: "
+                                         r"model_dir="):
+        kfound.run_arguments.check_writable_folder(tmp_path / "run", argument="model_dir")

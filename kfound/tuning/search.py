@@ -357,7 +357,7 @@ def main(argv=None):
     check_arguments(args, search_space)
     if args.output is None:  # The same default for the chief and its workers.
         args.output = os.path.join(runs.SAVED_MODELS, f"search-{args.space_name}-{args.tuner}")
-    io_utils.check_writable_folder(args.output)
+    runs.check_writable_folder(args.output, flag=True)
     role = _configure_role(args)
     devices = None if role == "chief" else launch.visible_devices()  # the chief trains none
     if role == "worker":  # --oracle, or KerasTuner's own variables set by hand

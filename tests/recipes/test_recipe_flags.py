@@ -220,10 +220,12 @@ def assert_flags_refused(name, cases, tmp_path):
         name: the recipe.
         cases: `(argv, dest)` pairs: arguments with one bad flag, and that flag's `dest`,
             which the `ValueError` must name (as `--dest-with-dashes` and `Received: dest=`).
-        tmp_path: each case runs with its own `--output` under it, which must stay absent.
+        tmp_path: each case runs with its own `--output` under it (unless it gives one),
+            which must stay absent.
     """
     outputs = [tmp_path / f"case{i}" for i in range(len(cases))]
-    argvs = [[*argv, "--output", str(out)] for (argv, _), out in zip(cases, outputs, strict=True)]
+    argvs = [argv if "--output" in argv else [*argv, "--output", str(out)]
+             for (argv, _), out in zip(cases, outputs, strict=True)]
     code = _REFUSALS.format(recipes=str(RECIPES), path=str(RECIPES / f"{name}.py"),
                             cases=[["--help"], *argvs])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -247,4 +249,6 @@ def test_every_recipe_has_a_table_of_refused_flags():
 @pytest.mark.backend_independent
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_bad_flags_are_refused_before_keras_is_imported(name, tmp_path):
-    assert_flags_refused(name, REFUSED[name], tmp_path)
+    (tmp_path / "file").write_text("not a folder")
+    unwritable = (["--output", str(tmp_path / "file" / "run")], "output")
+    assert_flags_refused(name, [*REFUSED[name], unwritable], tmp_path)

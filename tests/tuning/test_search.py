@@ -285,6 +285,6 @@ def test_an_unwritable_output_is_one_line_on_stderr(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     # The last line: TensorFlow's start-up logs may come before it.
     assert out.stderr.strip().splitlines()[-1:] == [
-        "tuning/search.py: error: Argument `output` must be a folder this process can write "
+        "tuning/search.py: error: Argument `--output` must be a folder this process can write "
         f"to; {tmp_path / 'file'} is a file, not a folder. "
         f"Received: output='{tmp_path / 'file' / 'run'}'"]
