@@ -47,8 +47,8 @@ capacity claim holds when, at the largest `k`, the trained deep net reaches the 
 its relative error is below the equal-parameter shallow net's by more than their seed
 spread. Both: confirmed; one: holds only under conditions; neither: not confirmed.
 
-Measured at the defaults (seed 1337, 2 seeds; 40 minutes of wall time on a shared,
-overloaded 2-core machine): holds only under conditions. The exact nets match `t^k` within
+Measured at the defaults (seed 1337, 2 seeds; 8 minutes of wall time on 2 CPU cores,
+40 on an overloaded shared machine): holds only under conditions. The exact nets match `t^k` within
 1.1e-4 up to `k = 6`. Trained shallow nets reach the target with 4, 8 and 64 units at
 `k = 1, 2, 3` (the exact need is 1, 3 and 7), a log2-slope of 2.0, but no width up to 256
 fits `t^4` to `t^6` in 3,000 steps (relative error 0.53 at `k = 4`, 0.88 at 5, 1.0 at 6):

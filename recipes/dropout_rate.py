@@ -2,7 +2,7 @@
 Title: Which dropout rate, and does max-norm help?
 Description: Tests §3.12.4's "a hidden dropout rate of 0.5 is best" and "dropout plus
     max-norm is better" on a wide MLP that over-fits a small subset of scikit-learn's digits.
-Run time: about 5 minutes on 2 CPU cores (`--smoke`: seconds).
+Run time: about 9 minutes on 2 CPU cores (`--smoke`: seconds).
 
 The chapter (after Srivastava et al., 2014, "Dropout: A Simple Way to Prevent Neural Networks
 from Overfitting") says that cross-validation finds a hidden-unit dropout rate of 0.5 best, and
