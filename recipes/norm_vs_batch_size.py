@@ -58,8 +58,15 @@ NORMALIZATIONS = ("batch", "group", "weight", "lrn", "none")
 # Training steps per call into the compiled train function: the same updates in the same
 # order (the weights come out identical) without most of the per-step overhead of Python
 # and the callbacks, which dominates a step at batch 2. The epoch times measured are then
-# mostly the steps' own cost.
+# mostly the steps' own cost. (Keras's torch backend takes only 1.)
 STEPS_PER_EXECUTION = 32
+
+
+def steps_per_execution():
+    """`STEPS_PER_EXECUTION`, or 1 under torch."""
+    import keras
+
+    return 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
 
 """
 ## One CNN, five normalizations
@@ -97,7 +104,7 @@ def build_model(normalization, groups, learning_rate, seed):
     model = keras.Model(inputs, outputs, name=f"cnn_{normalization}")
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=STEPS_PER_EXECUTION)
+                  steps_per_execution=steps_per_execution())
     return model
 
 
@@ -192,7 +199,7 @@ def as_constant_scaling(model):
     copy.set_weights(model.get_weights())
     copy.compile(optimizer=model.optimizer.__class__.from_config(model.optimizer.get_config()),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                 steps_per_execution=STEPS_PER_EXECUTION)
+                 steps_per_execution=steps_per_execution())
     return copy
 
 
