@@ -256,7 +256,8 @@ def launch(search_args, workers, max_restarts=3, port=None, python=sys.executabl
     command = [python, "-m", "kfound.tuning.search", *search_args, "--oracle", address]
     chief_env = env if devices is None else {**env, "CUDA_VISIBLE_DEVICES": ""}
     chief = subprocess.Popen([*command, "--role", "chief"], env=chief_env)
-    say(f"launch: chief pid {chief.pid} on {address}", flush=True)
+    hidden = "" if devices is None else " (CUDA_VISIBLE_DEVICES=: it trains nothing)"
+    say(f"launch: chief pid {chief.pid} on {address}{hidden}", flush=True)
     # Workers start once the chief listens, so that a chief's --overwrite cannot delete
     # what they write.
     while not is_listening(HOST, port):
