@@ -43,11 +43,10 @@ rate 1.0 leave 63% of the ReLU units stuck; ten epochs back at 0.05 leave 52% de
 ReLU with slope 0.01 does no better (62% still stuck, validation accuracy 40% against 64%):
 its negative-side gradient is 100 times smaller, too small to pull a unit back in ten epochs.
 At learning rate 0.5 both keep about 23%. The epoch times of ReLU, sigmoid and tanh nets
-(width 512) are within noise of each other: paired round by round, sigmoid's are 1.02x and
-tanh's 1.29x ReLU's, with each epoch between 0.32 and 1.18 s on the loaded machine (three
-runs of these medians put sigmoid at 0.81x, 1.12x and 1.31x): on a CPU the matrix products
-dominate an epoch, and an exponential per activation is cheap next to them. Rerun the
-timing on an idle machine before reading anything into it.
+(width 512) are within noise of each other: paired round by round, sigmoid's are 0.95x and
+tanh's 0.98x ReLU's (ReLU's median epoch 0.17 s; on a loaded machine, earlier runs put
+sigmoid at 0.81x to 1.31x): on a CPU the matrix products dominate an epoch, and an
+exponential per activation is cheap next to them.
 
 Usage:
 
