@@ -5,6 +5,7 @@ import math
 import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine import hyperparameters as hp_module
+from keras_tuner.engine.trial import TrialStatus
 
 from kfound.tuning import proposals
 from kfound.tuning.trust_region import fit_quadratic, trust_region_step
@@ -89,7 +90,7 @@ class LIPOOracle(kt.Oracle):
         trial = oracle.create_trial("tuner0")
         x = trial.hyperparameters.get("x")
         oracle.update_trial(trial.trial_id, {"f": (x - 0.3) ** 2})
-        trial.status = "COMPLETED"
+        trial.status = TrialStatus.COMPLETED
         oracle.end_trial(trial)
     oracle.get_best_trials()[0].hyperparameters.get("x")  # close to 0.3
     ```
@@ -137,7 +138,7 @@ class LIPOOracle(kt.Oracle):
             step = self._trust_region_candidate(space, ids, points, scores)
             if step is not None and not self._duplicate(step[0]):
                 self._trust_steps[trial_id] = step[1]
-                return {"status": "RUNNING", "values": step[0]}
+                return {"status": TrialStatus.RUNNING, "values": step[0]}
         explore = len(scores) == 0 or rng.random() < self.exploration_probability
         if not explore:
             k = lipschitz_estimate(points, scores, space, self.alpha)
@@ -164,8 +165,8 @@ class LIPOOracle(kt.Oracle):
             if best is not None and explore:
                 break
         if best is None:
-            return {"status": "STOPPED", "values": None}
-        return {"status": "RUNNING", "values": best}
+            return {"status": TrialStatus.STOPPED, "values": None}
+        return {"status": TrialStatus.RUNNING, "values": best}
 
     def _trust_region_turn(self, trial_id):
         """Whether this trial tries a trust-region step: after each LIPO step, as in dlib.
@@ -186,7 +187,7 @@ class LIPOOracle(kt.Oracle):
         ids, points, scores = [], [], []
         sign = 1.0 if self.objective.direction == "max" else -1.0
         for trial_id, trial in sorted(self.trials.items()):
-            if trial.status != "COMPLETED" or trial.score is None:
+            if trial.status != TrialStatus.COMPLETED or trial.score is None:
                 continue
             ids.append(trial_id)
             points.append(_coordinates(space, trial.hyperparameters.values))

@@ -3,6 +3,7 @@
 import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine import hyperparameters as hp_module
+from keras_tuner.engine.trial import TrialStatus
 
 from kfound.tuning import proposals
 
@@ -94,7 +95,7 @@ class TPEOracle(kt.Oracle):
         direction = "maximize" if self.objective.direction == "max" else "minimize"
         study = optuna.create_study(direction=direction, sampler=sampler)
         for _, trial in sorted(self.trials.items()):
-            if trial.status == "COMPLETED" and trial.score is not None:
+            if trial.status == TrialStatus.COMPLETED and trial.score is not None:
                 params, distributions = self._parameters(space, keys, trial.hyperparameters.values)
                 study.add_trial(optuna.trial.create_trial(
                     params=params, distributions=distributions, value=float(trial.score)))
@@ -102,10 +103,10 @@ class TPEOracle(kt.Oracle):
             asked = study.ask()
             values = self._ask(space, keys, asked)
             if not self._duplicate(values):
-                return {"status": "RUNNING", "values": values}
+                return {"status": TrialStatus.RUNNING, "values": values}
             # Told as failed, so that the next ask is a fresh draw, not the same one.
             study.tell(asked, state=optuna.trial.TrialState.FAIL)
-        return {"status": "STOPPED", "values": None}
+        return {"status": TrialStatus.STOPPED, "values": None}
 
     def _ask(self, space, keys, asked):
         """The hyperparameter values of Optuna trial `asked` (active ones only)."""
