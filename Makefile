@@ -34,17 +34,11 @@ BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data/test
 	tests/test_import.py tests/test_theory.py tests/test_finetune.py tests/test_features.py \
 	tests/test_resume.py tests/recipes tests/tuning/test_search.py \
 	tests/tuning/test_search_backends.py
-# Not tests/test_finetune.py under torch: its resumed-equals-uninterrupted head test failed
-# once there in a fresh-clone `make test` (first-epoch loss 0.6601 against 0.6582) and
-# passed in every rerun since, alone, in one process or beside a loaded CPU. Until that is
-# explained, fine-tuning under torch is tested by tests/recipes (every state) and
-# tests/test_resume.py (the checkpoints), not by its resume-equality tests.
-TORCH_TESTS := $(filter-out tests/test_finetune.py,$(BACKEND_TESTS))
 
 test: lint
 	$(TEST_ENV) KERAS_BACKEND=tensorflow $(PY) -m pytest -n $(PYTEST_WORKERS) tests
 	$(TEST_ENV) KERAS_BACKEND=jax $(PY) -m pytest -n $(PYTEST_WORKERS) $(BACKEND_TESTS)
-	$(TEST_ENV) KERAS_BACKEND=torch $(PY) -m pytest -n $(PYTEST_WORKERS) $(TORCH_TESTS)
+	$(TEST_ENV) KERAS_BACKEND=torch $(PY) -m pytest -n $(PYTEST_WORKERS) $(BACKEND_TESTS)
 
 # The offline fine-tuning demo: embedded digits, every state, and the comparison table.
 demo: $(STAMP)

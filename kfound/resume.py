@@ -95,15 +95,18 @@ class EpochPipeline:
     def fit_data(self, first_epoch, epochs):
         """`batches(first_epoch, epochs)` as `fit` should get it on this backend.
 
-        The augmentation's random state lives in its layers, outside the dataset, so an
-        augmented stream must be read once. JAX's and torch's `fit` read a dataset twice:
-        a first batch to build the model, then from the start, and the first read has
-        already advanced the random state (prefetching ahead, by an amount that varies).
-        There, an augmented stream is passed as one Python generator of NumPy batches,
-        whose first batches Keras keeps and replays instead.
+        JAX's and torch's `fit` read a dataset twice: a first batch to build the model,
+        then from the start. Two iterators of one pipeline are not independent: its
+        shuffles and resampling draw their seeds from state that the pipeline's iterators
+        share, and the class-balanced streams draw again each time a class's stream
+        repeats. The first iterator, left prefetching ahead by an amount that varies with
+        the machine's load, shifts what the second reads. The augmentation's random state
+        lives in its layers, outside the dataset, and a first read advances it too. So on
+        those backends the stream is passed as one Python generator of NumPy batches,
+        which `fit` reads once (Keras keeps the first batches it reads and replays them).
         """
         stream = self.batches(first_epoch, epochs)
-        if self.augment is not None and keras.backend.backend() != "tensorflow":
+        if keras.backend.backend() != "tensorflow":
             return (batch for batch in stream.as_numpy_iterator())  # `fit` takes generators
         return stream
 

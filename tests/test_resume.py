@@ -32,6 +32,22 @@ def test_an_epochs_batches_depend_on_the_seed_and_epoch_alone(balance):
     assert _epochs(_pipeline(balance).batches(1, 3), 2) == everything[1:3]
 
 
+@pytest.mark.parametrize("balance", [False, True])
+def test_fit_reads_the_stream_once_on_jax_and_torch(balance):
+    # Their `fit` reads a dataset twice (a first batch to build the model, then from the
+    # start), and a first iterator left prefetching ahead shifts what a second one reads.
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow's fit reads its dataset once")
+    pipeline = _pipeline(balance)
+    stream = pipeline.fit_data(0, 3)
+    assert iter(stream) is stream  # one pass: a second `iter` cannot start another read
+    got = [x for x, _ in stream]
+    want = [x.numpy() for x, _ in pipeline.batches(0, 3)]
+    assert len(got) == len(want) == 3 * pipeline.steps
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 def _model():
     keras.utils.set_random_seed(0)
     # A seeded Dropout: Keras's torch Dropout without one draws from torch's global
