@@ -70,6 +70,9 @@ class GradientMonitor(monitor.Monitor):
     under torch) and a read-back of the same floats; BatchNorm statistics, seeds, metrics
     and the parameters' `.grad` are left untouched. With `probe_data`, that extra pass
     measures a fixed batch instead, which makes samples comparable across training.
+    A sampled step is read when the next step begins (or at the epoch's end), at the same
+    weights: the monitor has no `on_train_batch_end`, so Keras keeps handing batch ends
+    to its helper thread, and a step it does not sample costs a few attribute writes.
     (`benchmarks/callbacks.py` measures the overhead on each backend.)
 
     Whatever way `fit` ends, an exception or a `KeyboardInterrupt` included, the model and
@@ -93,7 +96,8 @@ class GradientMonitor(monitor.Monitor):
         growth_factor: the epoch-over-epoch growth of a layer's mean norm above which
             gradients are said to explode. Defaults to `100.0`.
         on_problem: `"warn"` (default) issues a `GradientWarning`; `"stop"` also sets
-            `model.stop_training = True`; `"raise"` raises the `GradientWarning`.
+            `model.stop_training = True` (Keras then stops after the step in progress);
+            `"raise"` raises the `GradientWarning`.
         log_dir: if given, a folder where TensorBoard scalars (norms, ratios) and
             histograms (per-layer gradient values) are written at each sample.
             Needs the `tensorflow` and `tensorboard` packages (on any backend); an
@@ -175,6 +179,8 @@ class GradientMonitor(monitor.Monitor):
         if self.model.built:
             self._resolve_layers()
         self._steps_per_epoch = self.params.get("steps")
+        self._model_in_fit = self.model  # `self.model` syncs the JAX state each time
+        self._steps_per_execution = getattr(self._model_in_fit, "steps_per_execution", 1)
         self._sampling = False
         self._batch = None
         if self._probe is None:
@@ -201,13 +207,18 @@ class GradientMonitor(monitor.Monitor):
         self._epoch_steps = 0
 
     def on_train_batch_begin(self, batch, logs=None):
+        # The previous step is counted, and sampled, here: at the weights after its update,
+        # not in `on_train_batch_end`. Keras hands batch ends to a helper thread only while
+        # no callback defines one, and `self.model` syncs the whole JAX state, so an
+        # unsampled step reads nothing and syncs nothing.
+        self._finish_step()
         self._sampling = self._samples_step(batch)
-        if not self._sampling:
-            return
-        if self._hook is not None:
-            self._tap = StepTap.arm(self.model, replacement=self._hook)
-        elif self._probe is None:
-            self._tap = StepTap.arm(self.model, keep_batch=True)
+        self._batch_index = batch
+        if self._sampling and self._hook is not None:
+            self._tap = StepTap.arm(self._model_in_fit, replacement=self._hook)
+        else:  # the tap also tells whether the step ran (`StepTap.ran`)
+            keep_batch = self._sampling and self._probe is None
+            self._tap = StepTap.arm(self._model_in_fit, keep_batch=keep_batch)
 
     def _samples_step(self, batch):
         if (self._step + 1) % self.every_n_batches == 0:
@@ -216,19 +227,24 @@ class GradientMonitor(monitor.Monitor):
             return False
         if self._steps_per_epoch is None:
             return batch == 0
-        return batch + getattr(self.model, "steps_per_execution", 1) >= self._steps_per_epoch
+        return batch + self._steps_per_execution >= self._steps_per_epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        self._epoch_steps = batch + 1
-        if not self._sampling:
+    def _finish_step(self):
+        tap, self._tap = self._tap, None
+        if tap is None:
             return
-        if self._tap is not None:
-            self._batch = self._tap.batch
-            self._release_tap()
-        self._sample()
+        tap.disarm()
+        sampling, self._sampling = self._sampling, False
+        if not tap.ran:
+            return
+        self._step += 1
+        self._epoch_steps = self._batch_index + self._steps_per_execution
+        if sampling:
+            self._batch = tap.batch
+            self._sample()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._finish_step()
         if self._steps_per_epoch is None:
             self._steps_per_epoch = self._epoch_steps
         if len(self._rows) == self._epoch_rows:

@@ -18,7 +18,9 @@ class StepTap:
     - keep a reference to the step's batch (`keep_batch`; no copy, no host sync), which it
       pulls from the epoch's iterator itself and hands on unchanged, so training is too;
     - run another step function in Keras's place (`replacement`, with the same signature:
-      the TensorFlow train-step hook of `GradientMonitor`).
+      the TensorFlow train-step hook of `GradientMonitor`);
+    - tell whether the step ran to its end (`ran`): on data of unknown length, Keras begins
+      one step more than there are batches, and finds the end of the data inside it.
 
     Several monitors that sample one step share its tap. The one window it leaves: a
     callback listed after the monitor whose `on_train_batch_begin` raises on a sampled step.
@@ -33,6 +35,7 @@ class StepTap:
         self.keep_batch = False
         self.replacement = None
         self.batch = None
+        self.ran = False
 
     @classmethod
     def arm(cls, model, keep_batch=False, replacement=None):
@@ -66,17 +69,18 @@ class StepTap:
     def __call__(self, *args):
         self.disarm()
         function = self.replacement or self.inner
-        if not self.keep_batch:
-            return function(*args)
-        # TensorFlow calls `train_function(iterator)`, JAX `train_function(state, iterator)`;
-        # torch calls `train_function([batch])`.
-        *head, data = args
-        if keras.backend.backend() == "torch":
-            self.batch = data[0]
-        else:
-            self.batch = next(data)
-            data = itertools.chain([self.batch], data)
-        return function(*head, data)
+        if self.keep_batch:
+            # TensorFlow calls `train_function(iterator)`, JAX `train_function(state,
+            # iterator)`; torch calls `train_function([batch])`.
+            *head, data = args
+            if keras.backend.backend() == "torch":
+                self.batch = data[0]
+            else:
+                self.batch = next(data)
+                args = (*head, itertools.chain([self.batch], data))
+        result = function(*args)
+        self.ran = True
+        return result
 
 
 def unpack_batch(batch):

@@ -185,6 +185,34 @@ def test_an_unknown_number_of_steps_samples_the_first_step_then_the_last():
     np.testing.assert_array_equal(monitor.history["step"], [1, 12])
 
 
+def test_batch_ends_stay_on_keras_helper_thread():
+    # Keras hands batch ends to a helper thread only while no callback defines
+    # `on_train_batch_end`; the monitor reads a sampled step when the next one begins.
+    assert GradientMonitor.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
+
+
+class _CountingSyncs(keras.Sequential):
+    syncs = 0
+
+    def jax_state_sync(self):
+        self.syncs += 1
+        super().jax_state_sync()
+
+
+def test_an_unsampled_step_leaves_the_jax_state_alone():
+    if keras.backend.backend() != "jax":
+        pytest.skip("only JAX's fit keeps the weights outside the model")
+    model = _CountingSyncs(_mlp().layers)
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0)
+    syncs_without = model.syncs
+    monitor = GradientMonitor(every_n_batches=1000)  # one sample per epoch: 2 in 24 steps
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[monitor])
+    assert len(monitor.history["step"]) == 2
+    extra = model.syncs - 2 * syncs_without  # at the start of `fit` and at each sample
+    assert extra < 24, f"{extra} extra state syncs in 24 steps"  # not one per step
+
+
 def test_two_monitors_on_one_model_both_record():
     model = _mlp()
     first, second = GradientMonitor(every_n_batches=2), GradientMonitor(every_n_batches=3)
