@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -146,13 +145,24 @@ def search_trials(folder, weights, output):
 
 
 def peak_rss_mib(folder, weights, output):
-    """The peak RSS of the recipe's head state on `folder`, in a fresh process."""
+    """The peak RSS of the recipe's head state on `folder`, in a fresh process.
+
+    Read from that process's own `wait4` usage: `RUSAGE_CHILDREN` would report the
+    largest of every child this benchmark has waited for.
+    """
     command = [sys.executable, str(ROOT / "recipes" / "finetune.py"), "--state", "head",
                "--dataset", f"folder:{folder}", "--backbone", "MobileNet", "--alpha", "0.25",
                "--image-size", str(IMAGE_SIZE), "--weights", weights or "none",
                "--epochs", str(EPOCHS), "--output", str(output), "--no-feature-cache"]
-    subprocess.run(command, check=True, capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            log.seek(0)
+            raise subprocess.CalledProcessError(process.returncode, command,
+                                                log.read().decode()[-3000:])
+    return usage.ru_maxrss / 1024
 
 
 def linear_cost(sizes, seconds):
