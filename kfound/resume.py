@@ -23,7 +23,6 @@ during a write leaves a truncated or mismatched backup. Here:
 """
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -85,10 +84,14 @@ class EpochPipeline:
     def batches(self, first_epoch, epochs):
         """The batches of epochs `first_epoch` .. `epochs - 1` (0-based), in order."""
         # One pipeline per epoch, its seed computed in Python (a tensor seed inside
-        # `flat_map` breaks TensorFlow's seeding when the global seed is 0), read in turn:
-        # `concatenate` starts reading an epoch when the one before it ends.
+        # `flat_map` breaks TensorFlow's seeding when the global seed is 0), read in turn
+        # (`concatenate` would start each epoch's shuffle lazily, so that a second read of
+        # the stream drew its seeds at a moment that varies).
         per_epoch = [self._epoch(epoch) for epoch in range(first_epoch, epochs)]
-        stream = functools.reduce(tf.data.Dataset.concatenate, per_epoch)
+        steps = self.steps
+        order = tf.data.Dataset.range(len(per_epoch)).flat_map(
+            lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
+        stream = tf.data.Dataset.choose_from_datasets(per_epoch, order)
         # tf.data's default graph rewrites serialize the pipeline, and with it a copy of
         # an in-memory `dataset` (cached features, NumPy images) for every epoch that
         # reads it: 10 epochs over 20,000 features of 256 floats held 210 MB more. The
@@ -101,12 +104,14 @@ class EpochPipeline:
         """`batches(first_epoch, epochs)` as `fit` should get it on this backend.
 
         JAX's and torch's `fit` read a dataset twice: a first batch to build the model,
-        then from the start. Every read of `batches` gives the same batches, but the
-        augmentation's random state lives in its layers, outside the dataset, and the
-        first read advances it (prefetching ahead, by an amount that varies with the
-        machine's load). So on those backends the stream is passed as one Python generator
-        of NumPy batches, which `fit` reads once (Keras keeps the first batches it reads
-        and replays them).
+        then from the start. Two iterators of one pipeline are not independent: its
+        shuffles and resampling draw their seeds from state that the pipeline's iterators
+        share, and the class-balanced streams draw again each time a class's stream
+        repeats. The first iterator, left prefetching ahead by an amount that varies with
+        the machine's load, shifts what the second reads. The augmentation's random state
+        lives in its layers, outside the dataset, and a first read advances it too. So on
+        those backends the stream is passed as one Python generator of NumPy batches,
+        which `fit` reads once (Keras keeps the first batches it reads and replays them).
         """
         stream = self.batches(first_epoch, epochs)
         if keras.backend.backend() != "tensorflow":
@@ -118,7 +123,6 @@ class EpochPipeline:
         batches = make_training_pipeline(
             self.dataset, self.num_classes, self.num_examples, self.batch_size,
             balance=self.balance, seed=seed, shuffle_buffer=self.shuffle_buffer,
-            reshuffle_each_iteration=False,
         )
         if self.augment is None:
             return batches

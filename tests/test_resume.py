@@ -32,23 +32,6 @@ def test_an_epochs_batches_depend_on_the_seed_and_epoch_alone(balance):
     assert _epochs(_pipeline(balance).batches(1, 3), 2) == everything[1:3]
 
 
-@pytest.mark.backend_independent  # tf.data alone
-@pytest.mark.parametrize("balance", [False, True])
-def test_every_read_of_a_stream_gives_the_same_batches(balance):
-    # JAX's and torch's `fit` read a dataset twice, and reshuffling draws its seeds from
-    # state that a pipeline's reads share: a first read running ahead (as a prefetch does)
-    # must not shift what a second one reads.
-    stream = _pipeline(balance).batches(0, 4)
-    alone = _epochs(stream, 2)
-    ahead = iter(stream)
-    next(ahead)
-    beside = []
-    for batch in stream:
-        beside.append(batch)
-        next(ahead, None)
-    assert _epochs(beside, 2) == alone == _epochs(stream, 2)
-
-
 @pytest.mark.parametrize("balance", [False, True])
 def test_fit_reads_the_stream_once_on_jax_and_torch(balance):
     # Their `fit` reads a dataset twice (a first batch to build the model, then from the

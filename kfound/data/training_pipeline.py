@@ -9,7 +9,7 @@ import tensorflow as tf
 
 def make_training_pipeline(
     dataset, num_classes, num_examples, batch_size, balance=False, augment=None, seed=0,
-    shuffle_buffer=None, reshuffle_each_iteration=True,
+    shuffle_buffer=None,
 ):
     """Shuffles, optionally class-balances and augments, batches and prefetches `(x, y)` pairs.
 
@@ -24,19 +24,12 @@ def make_training_pipeline(
         augment: an optional Keras layer applied to each batch with `training=True`.
         seed: the shuffle and resampling seed. Defaults to `0`.
         shuffle_buffer: the shuffle buffer size. Defaults to `num_examples` (a full shuffle).
-        reshuffle_each_iteration: shuffle anew each time the pipeline is read, as `fit`
-            reads one dataset every epoch. With `False`, every read gives the same batches,
-            and no read shifts another (reads share the state that reshuffling draws its
-            seeds from): for a caller that builds one pipeline per epoch, each with its own
-            `seed`. Class-balanced streams then repeat each class in one order. Defaults to
-            `True`.
 
     Returns:
         The batched, prefetched training `tf.data.Dataset`.
     """
     buffer = max(1, min(num_examples, shuffle_buffer or num_examples))
-    dataset = dataset.shuffle(buffer, seed=seed,
-                              reshuffle_each_iteration=reshuffle_each_iteration)
+    dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if balance:
         dataset = balance_classes(dataset, num_classes, num_examples, seed=seed)
     dataset = dataset.batch(batch_size)
