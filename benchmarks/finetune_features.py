@@ -144,25 +144,26 @@ def search_trials(folder, weights, output):
     return [t["seconds"] for t in sorted(trials, key=lambda t: int(t["trial_id"]))]
 
 
-def peak_rss_mib(folder, weights, output):
-    """The peak RSS of the recipe's head state on `folder`, in a fresh process.
+# Runs the command given after it and prints its peak RSS in KiB. A child's peak starts at
+# the size of the process that forked it (Linux carries the forking process's high-water
+# mark across `exec`), so the recipe is started from this small process, not from the
+# benchmark, which by then holds more than the recipe ever does.
+_MEASURE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
 
-    Read from that process's own `wait4` usage: `RUSAGE_CHILDREN` would report the
-    largest of every child this benchmark has waited for.
-    """
+
+def peak_rss_mib(folder, weights, output):
+    """The peak RSS of the recipe's head state on `folder`, in a fresh process."""
     command = [sys.executable, str(ROOT / "recipes" / "finetune.py"), "--state", "head",
                "--dataset", f"folder:{folder}", "--backbone", "MobileNet", "--alpha", "0.25",
                "--image-size", str(IMAGE_SIZE), "--weights", weights or "none",
                "--epochs", str(EPOCHS), "--output", str(output), "--no-feature-cache"]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode:
-            log.seek(0)
-            raise subprocess.CalledProcessError(process.returncode, command,
-                                                log.read().decode()[-3000:])
-    return usage.ru_maxrss / 1024
+    run = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True,
+                         capture_output=True, text=True)
+    return int(run.stdout.split()[-1]) / 1024
 
 
 def linear_cost(sizes, seconds):
