@@ -275,7 +275,11 @@ def load_image_data(
             validation split of its own. Defaults to `0.2`.
         balance: if `True`, resample the training set so that each class is equally
             likely (`tf.data.Dataset.sample_from_datasets` over one repeated dataset per
-            class); an epoch keeps its length. Defaults to `False`.
+            class); an epoch keeps its length. JAX's and torch's `fit` read a dataset
+            twice (a first batch to build the model, then from the start), and a first
+            read left prefetching ahead shifts the resampling of the second, so there
+            train through `kfound.resume.EpochPipeline.fit_data` (as `kfound.finetune`
+            does) where batch order must repeat exactly. Defaults to `False`.
         augment: an optional Keras layer (for example `augmentation_layers()`) applied to
             training batches in the pipeline. Defaults to `None`.
         cache_bytes: decoded images are cached in memory when they take at most this many
