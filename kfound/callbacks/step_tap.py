@@ -9,7 +9,8 @@ class StepTap:
     """Stands in for `model.train_function` for one training step, then is gone.
 
     Keras hands callbacks neither the batch nor a say in the step that trains on it. A
-    monitor arms the tap in `on_train_batch_begin` of a step it samples; `fit` then calls
+    monitor arms the tap in `on_train_batch_begin` of a step it watches (a step it samples;
+    `GradientMonitor` every step, to count the steps that ran); `fit` then calls
     the tap instead of its train function, and the first thing the call does is put Keras's
     function back. So whatever happens next (an exception inside the step or in a callback,
     a `KeyboardInterrupt`), the model is as it was, even though Keras's `fit` has no
@@ -22,8 +23,8 @@ class StepTap:
     - tell whether the step ran to its end (`ran`): on data of unknown length, Keras begins
       one step more than there are batches, and finds the end of the data inside it.
 
-    Several monitors that sample one step share its tap. The one window it leaves: a
-    callback listed after the monitor whose `on_train_batch_begin` raises on a sampled step.
+    Several monitors that watch one step share its tap. The one window it leaves: a
+    callback listed after the monitor whose `on_train_batch_begin` raises on a watched step.
     The tap is then still in place after `fit`. It is harmless (its next call restores
     Keras's function and runs the step as armed, which trains exactly as Keras's own), and
     the next monitor's `on_train_begin` removes it (`clear`).
