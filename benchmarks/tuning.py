@@ -13,6 +13,7 @@
 1b. dlib's own tests of `find_min_global` (dlib/test/global_optimization.cpp), through
    the Oracle API: the seeds of 10 on which LIPO meets each one's tolerance in its
    number of calls (`dlib_<case>_passes`). Goal: at least 9 of 10 for each.
+   `--dlib-seeds N` runs N seeds instead.
 2. Per-trial time of `tuning/search.py` (in process) vs a hand-written KerasTuner
    `RandomSearch` loop on the same tiny model, epochs and trials (the marginal time of
    extra trials, so that both sides' one-time costs cancel). Goal <= 1.05.
@@ -401,6 +402,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per function and method in the optimizer comparison "
                              "(default: 100; 20 with --quick)")
+    parser.add_argument("--dlib-seeds", type=int, default=10,
+                        help="seeds per case of dlib's tests (default: 10)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["optimizers", "dlib", "overhead", "distributed", "memory",
                                  "pruning"],
@@ -417,7 +420,7 @@ def main(argv=None):
                 bayes_seeds=3 if args.quick else 20, bayes_budget=60 if args.quick else 100,
                 scratch=scratch))
         if "dlib" not in args.skip:
-            result.update(dlib_benchmark(seeds=10, scratch=scratch))
+            result.update(dlib_benchmark(seeds=args.dlib_seeds, scratch=scratch))
         if "overhead" not in args.skip:
             result.update(overhead_benchmark(6 if args.quick else 10, 1 if args.quick else 3,
                                              scratch))

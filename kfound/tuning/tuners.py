@@ -199,7 +199,7 @@ class HyperbandOracle(ResumableOracle, kt.oracles.HyperbandOracle):
 
 
 class ResumableLIPOOracle(PruningOracle, ResumableOracle, LIPOOracle):
-    """kfound's AdaLIPO oracle, resumable, with optional pruning."""
+    """kfound's LIPO oracle (dlib's MaxLIPO+TR), resumable, with optional pruning."""
 
 
 class ResumableTPEOracle(PruningOracle, ResumableOracle, TPEOracle):

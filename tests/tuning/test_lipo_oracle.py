@@ -66,21 +66,9 @@ def test_resumed_oracle_proposes_what_the_uninterrupted_one_would(tmp_path, run_
     straight = run_trials(make(), f, 20, tmp_path / "straight")
     run_trials(make(), f, 8, tmp_path / "resumed")
     resumed = run_trials(make(), f, 12, tmp_path / "resumed", resume=True)
-    assert resumed.get_state()["alpha"] == 0.01
+    assert resumed.get_state()["relative_noise_magnitude"] == 0.001
     assert ([t.hyperparameters.values for _, t in sorted(straight.trials.items())]
             == [t.hyperparameters.values for _, t in sorted(resumed.trials.items())])
-
-
-def test_lipschitz_estimate_is_on_the_geometric_grid():
-    hp = kt.HyperParameters()
-    hp.Float("x", 0.0, 1.0)
-    space = hp.space
-    points = np.array([[0.0], [0.5], [1.0]])
-    scores = np.array([0.0, 1.0, 1.5])
-    k = lipo_oracle.lipschitz_estimate(points, scores, space, alpha=0.01)
-    assert 2.0 <= k < 2.0 * 1.01
-    assert math.isclose(math.log(k, 1.01), round(math.log(k, 1.01)), abs_tol=1e-6)
-    assert lipo_oracle.lipschitz_estimate(points[:1], scores[:1], space, 0.01) == 0.0
 
 
 def test_trust_region_steps_find_a_quadratic_minimum(tmp_path, run_trials):
@@ -94,6 +82,31 @@ def test_trust_region_steps_find_a_quadratic_minimum(tmp_path, run_trials):
     # The minimum: 2(x - 0.3) + y = 0 and 4(y - 0.2) + x = 0.
     x, y = np.linalg.solve([[2.0, 1.0], [1.0, 4.0]], [0.6, 0.8])
     assert best.score - f({"x": x, "y": y}) < 1e-6
+
+
+def test_the_first_trial_is_the_centre_of_the_space(tmp_path, run_trials):
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1.0, sampling="log")
+    hp.Int("units", 1, 9)
+    hp.Choice("act", ["relu", "tanh", "gelu"])
+    oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=1, hyperparameters=hp, seed=0)
+    oracle = run_trials(oracle, lambda v: 0.0, 1, tmp_path)
+    first = next(iter(oracle.trials.values())).hyperparameters
+    assert first.get("lr") == pytest.approx(1e-2)
+    assert (first.get("units"), first.get("act")) == (5, "tanh")
+
+
+@pytest.mark.parametrize("tolerance, steps", [(1e-12, range(0, 3)), (0.0, range(10, 30))])
+def test_a_converged_trust_region_yields_to_lipo_steps(tmp_path, run_trials, tolerance, steps):
+    # The quadratic model is exact: its first step lands on the optimum, and a further
+    # step would only repeat it, unless a gain lost in rounding still counts.
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    oracle = LIPOOracle(kt.Objective("f", "min"), max_trials=30, hyperparameters=hp, seed=1,
+                        trust_region_tolerance=tolerance)
+    run_trials(oracle, lambda v: 1 + (v["x"] - 0.3) ** 2, 30, tmp_path)
+    assert len(oracle._trust_steps) in steps
+    assert oracle.get_best_trials()[0].score == pytest.approx(1.0, abs=1e-12)
 
 
 def test_trust_region_keeps_the_best_categorical_values():
@@ -148,7 +161,10 @@ def test_same_seed_same_trials_other_seed_other_trials(tmp_path, run_trials):
 @pytest.mark.parametrize("kwargs, match", [
     ({"exploration_probability": 1.5}, r"`exploration_probability` must be in \[0, 1\]. "
                                        r"Received: exploration_probability=1.5"),
-    ({"alpha": 0.0}, r"`alpha` must be > 0. Received: alpha=0.0"),
+    ({"relative_noise_magnitude": 0.0}, r"`relative_noise_magnitude` must be > 0. "
+                                        r"Received: relative_noise_magnitude=0.0"),
+    ({"trust_region_tolerance": -1.0}, r"`trust_region_tolerance` must be >= 0. "
+                                       r"Received: trust_region_tolerance=-1.0"),
     ({"max_candidates": 0},
      r"`max_candidates` must be an integer >= 1. Received: max_candidates=0"),
 ])
