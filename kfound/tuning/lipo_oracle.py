@@ -1,4 +1,4 @@
-"""The LIPO global optimizer (AdaLIPO with dlib's trust-region steps) as a KerasTuner `Oracle`."""
+"""The LIPO global optimizer (dlib's MaxLIPO with trust-region steps) as a KerasTuner `Oracle`."""
 
 import math
 

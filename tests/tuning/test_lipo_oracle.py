@@ -1,4 +1,4 @@
-"""The AdaLIPO oracle through KerasTuner's Oracle API, on functions with known optima."""
+"""The LIPO oracle through KerasTuner's Oracle API, on functions with known optima."""
 
 import math
 
