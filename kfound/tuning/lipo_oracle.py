@@ -168,8 +168,8 @@ class LIPOOracle(kt.Oracle):
                 return {"status": TrialStatus.RUNNING, "values": centre}
         explore = len(scores) < 2 or rng.random() < self.exploration_probability
         if not explore:
-            categorical = [_is_categorical(hp) for hp in space]
-            bound = fit_upper_bound(points, scores, categorical, self.relative_noise_magnitude)
+            bound = fit_upper_bound(points, scores, [_is_categorical(hp) for hp in space],
+                                    self.relative_noise_magnitude)
         best, best_bound = None, -np.inf
         tried = set()  # Coordinates found to be duplicates (common in a discrete space).
         for _ in range(math.ceil(self.max_candidates / _BATCH)):
@@ -177,7 +177,7 @@ class LIPOOracle(kt.Oracle):
             if explore:
                 bounds = np.zeros(_BATCH)
             else:
-                bounds = upper_bounds(coords, points, scores, categorical, bound)
+                bounds = upper_bounds(coords, bound)
             # The untried candidate with the largest bound (ties: the first drawn).
             for i in np.argsort(-bounds, kind="stable"):
                 if bounds[i] <= best_bound:

@@ -5,6 +5,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize
 
+# A pairwise constraint counts as violated by more than this fraction of its target
+# (absolutely, for targets below 1): the solver's rounding is far smaller.
+_VIOLATION_TOLERANCE = 1e-9
+
 
 class UpperBound(NamedTuple):
     """The fitted bound `U(x) = min_i f(x_i) + sqrt(noise_i + sum_d slopes_d * z_d(x, x_i)^2)`.
@@ -13,6 +17,9 @@ class UpperBound(NamedTuple):
     for a categorical one 0 when the two points agree and 1 when they differ.
     """
 
+    points: np.ndarray  # (n, d) the samples' coordinates
+    scores: np.ndarray  # (n,) the samples' values
+    categorical: np.ndarray  # (d,) booleans, the coordinates that are categories
     scale: np.ndarray  # (d,) the numeric coordinates' spread among the samples (1 if none)
     slopes: np.ndarray  # (d,) the squared Lipschitz slope of each coordinate, >= 0
     noise: np.ndarray  # (n,) each sample's noise term, >= 0
@@ -62,7 +69,9 @@ def fit_upper_bound(points, scores, categorical, relative_noise_magnitude=0.001)
     targets = np.where(higher, gaps**2, 0.0)
     slopes = _fit_slopes(squared, targets, higher, relative_noise_magnitude)
     deficits = np.where(higher, targets - squared @ slopes, 0.0)
-    return UpperBound(scale, slopes, np.maximum(deficits.max(axis=1), 0.0))
+    return UpperBound(points, scores, categorical, scale, slopes,
+                      np.maximum(deficits.max(axis=1), 0.0))
+
 
 def _fit_slopes(squared, targets, higher, relative_noise_magnitude):
     """The slopes of `fit_upper_bound`'s program, over a growing working set of pairs."""
@@ -92,17 +101,18 @@ def _fit_slopes(squared, targets, higher, relative_noise_magnitude):
         violation = np.where(higher, targets - squared @ slopes - noise[:, None], -np.inf)
         worst = violation.argmax(axis=1)
         added = {(int(i), int(worst[i])) for i in rows
-                 if violation[i, worst[i]] > 1e-9 * max(targets[i, worst[i]], 1.0)}
+                 if violation[i, worst[i]]
+                 > _VIOLATION_TOLERANCE * max(targets[i, worst[i]], 1.0)}
         if added <= working:
             return slopes
         working |= added
 
 
-def upper_bounds(candidates, points, scores, categorical, bound):
+def upper_bounds(candidates, bound):
     """`bound`'s value `U(x)` at each row of `candidates` (`(m, d)`): an `(m,)` array."""
     candidates = np.asarray(candidates, dtype="float64") / bound.scale
-    points = np.asarray(points, dtype="float64") / bound.scale
-    categorical = np.asarray(categorical, dtype=bool)
+    points = bound.points / bound.scale
+    categorical = bound.categorical
     numeric, slopes = ~categorical, bound.slopes[~categorical]
     # sum_d m_d (c_d - p_d)^2, expanded into matrix products over the numeric coordinates.
     c, p = candidates[:, numeric], points[:, numeric]
@@ -110,7 +120,7 @@ def upper_bounds(candidates, points, scores, categorical, bound):
     weighted = np.maximum(weighted, 0.0)
     for j in np.nonzero(categorical)[0]:
         weighted += bound.slopes[j] * (candidates[:, j, None] != points[None, :, j])
-    return (np.asarray(scores)[None, :] + np.sqrt(bound.noise[None, :] + weighted)).min(axis=1)
+    return (bound.scores[None, :] + np.sqrt(bound.noise[None, :] + weighted)).min(axis=1)
 
 
 def _squared_differences(a, b, scale, categorical):
