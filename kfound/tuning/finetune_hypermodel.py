@@ -4,6 +4,8 @@ It loads its datasets through `kfound.data` (tf.data, TFDS), so it needs TensorF
 `kfound.tuning.hypermodels.hypermodel_class("finetune")` imports it on demand.
 """
 
+import os
+
 import keras
 import keras_tuner as kt
 
@@ -41,6 +43,12 @@ class FinetuneHyperModel(SpaceHyperModel):
     backbone differs in every trial, and computes its own. The decoded images are shared
     too: the data is loaded once per image size, and a tuned batch size rebatches it
     (`kfound.data.rebatch`).
+
+    Head trials share their pretrained backbone too: a head trial never changes it (it is
+    frozen, its BatchNorm layers included), so it is built and loaded once per backbone,
+    weights, image size and `alpha`, and every later head trial wraps a new head around
+    it (a weights file counts as changed when its size or modification time does). A
+    `full` trial, which trains its backbone, and a randomly initialised one get their own.
 
     An image size below a backbone's minimum, or `alpha` for a backbone outside the
     MobileNet family, fails that trial with `backbones.build_backbone`'s error.
@@ -94,6 +102,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         self.seed = seed
         self._loaded = {}  # image size -> kfound.data.ImageData
         self._classifier = None  # the Classifier of the last model `build` made
+        self._frozen_backbones = {}  # see `_backbone`
         defaults = self.declare_hyperparameters(kt.HyperParameters())
         loaded = self.data(defaults)
         self.num_classes = loaded.num_classes
@@ -115,17 +124,29 @@ class FinetuneHyperModel(SpaceHyperModel):
 
     def build(self, hp):
         backbone_name = self.value(hp, "backbone")
-        weights = self.value(hp, "weights")
-        alpha = self.value(hp, "alpha")
         with distribution.scope():  # DataParallel under JAX with several devices.
-            backbone = backbones.build_backbone(
-                backbone_name, weights=None if weights == "none" else weights,
-                image_size=self.data(hp).image_size,
-                alpha=None if alpha is None else float(alpha),
-            )
-            self._classifier = finetune.Classifier(backbone, backbone_name, self.num_classes,
+            self._classifier = finetune.Classifier(self._backbone(hp), backbone_name,
+                                                   self.num_classes,
                                                    dropout=self.value(hp, "dropout"))
         return self._classifier.model
+
+    def _backbone(self, hp):
+        """The trial's backbone: built, or a head trial's shared pretrained one."""
+        name, weights, alpha = (self.value(hp, key) for key in ("backbone", "weights", "alpha"))
+        alpha = None if alpha is None else float(alpha)
+        size = self.data(hp).image_size
+        key = None
+        if weights != "none" and self.value(hp, "state") == "head":
+            stat = os.stat(weights) if os.path.isfile(weights) else None
+            version = None if stat is None else (stat.st_size, stat.st_mtime_ns)
+            key = (name, weights, version, size, alpha)
+        if key in self._frozen_backbones:
+            return self._frozen_backbones[key]
+        backbone = backbones.build_backbone(name, weights=None if weights == "none" else weights,
+                                            image_size=size, alpha=alpha)
+        if key is not None:
+            self._frozen_backbones = {key: backbone}  # one kept: a search rarely tunes it
+        return backbone
 
     def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
         """Trains `model` (the last `build`'s) in the trial's state on the space's dataset.

@@ -1,6 +1,7 @@
 """The finetune hypermodel: kfound.finetune's head-only and full states under KerasTuner."""
 
 import json
+import os
 import pathlib
 
 import keras
@@ -10,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
 
-from kfound import _compat, prediction
+from kfound import _compat, backbones, prediction
 from kfound.tuning import finetune_hypermodel, search, space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -216,3 +217,33 @@ def test_the_best_epoch_is_kept_in_memory_and_written_once_when_the_fit_ends(tmp
     model.load_weights(path)
     for kept, loaded in zip(best, model.get_weights(), strict=True):
         np.testing.assert_array_equal(kept, loaded)  # the file holds the best epoch
+
+
+def test_head_trials_share_their_pretrained_backbone_and_full_trials_build_their_own(
+        tmp_path):
+    weights = tmp_path / "small.weights.h5"
+    backbones.small_conv_net(8).save_weights(weights)
+    model_space = _space(state={"type": "choice", "values": ["head", "full"]},
+                         image_size=_one(8), batch_size=_one(4), weights=_one(str(weights)))
+    hypermodel = finetune_hypermodel.FinetuneHyperModel(model_space.dataset, space=model_space,
+                                                        max_epochs=1)
+    hp = model_space.declare(kt.HyperParameters())
+
+    def backbone(state):
+        hp.values["state"] = state
+        model = hypermodel.build(hp)
+        hypermodel.fit(hp, model, verbose=0)
+        return hypermodel._classifier.backbone
+
+    first = backbone("head")
+    loaded = [w.numpy().copy() for w in first.weights]
+    assert backbone("head") is first  # the second head trial wraps a new head around it
+    full = backbone("full")
+    assert full is not first  # a full trial trains its backbone: its own
+    assert backbone("head") is first
+    for before, after in zip(loaded, first.weights, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())  # the full trial left it as is
+    os.utime(weights, ns=(0, 0))  # the file changed: built and loaded again
+    assert backbone("head") is not first
+    hp.values["weights"] = "none"  # random initialisation: every trial its own
+    assert backbone("head") is not backbone("head")
