@@ -91,8 +91,8 @@ def head_state(folder, weights, learning_rate=1e-3, feature_cache=None, state="h
     """Today's head (or full) state, from loading the files to the trained head.
 
     Returns:
-        `(seconds, epoch_seconds)`: the whole state's, and each of its (last phase's)
-        epochs'.
+        `(seconds, epoch_seconds)`: the whole state's, and each of its epochs' (both
+        phases' for `full`).
     """
     start = time.perf_counter()
     loaded = _load(folder)
@@ -201,6 +201,8 @@ def measure_round(folders, weights, work):
                                           feature_cache=cache)
     seconds["rerun_training"] = sum(epochs)
     seconds["trials"] = search_trials(small, weights, work)
+    seconds["trial_1"] = seconds["trials"][0]
+    seconds["slowest_later_trial"] = max(seconds["trials"][1:])
     _, epochs = head_state(small, weights, feature_cache=cache)
     seconds["trial_training"] = sum(epochs)
     # Epochs 2 to N run the same steps as epoch 1 without its tracing.
@@ -236,13 +238,11 @@ def main(argv=None):
                                                                    work / "rss"), 1)
 
     def ratios(top, bottom):
-        return [round(m[top] / m[bottom], 3) for m in measured]
+        return [m[top] / m[bottom] for m in measured]
 
     def median(values, digits=2):
         return round(statistics.median(values), digits)
 
-    for m in measured:
-        m["trial_1"], m["slowest_later_trial"] = m["trials"][0], max(m["trials"][1:])
     rerun_speedups = ratios("first", "rerun")
     trial_speedups = ratios("trial_1", "slowest_later_trial")
     result.update({

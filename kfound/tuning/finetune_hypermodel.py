@@ -102,7 +102,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         self.seed = seed
         self._loaded = {}  # image size -> kfound.data.ImageData
         self._classifier = None  # the Classifier of the last model `build` made
-        self._frozen_backbones = {}  # see `_backbone`
+        self._shared_backbone = (None, None)  # (key, backbone): see `_backbone`
         defaults = self.declare_hyperparameters(kt.HyperParameters())
         loaded = self.data(defaults)
         self.num_classes = loaded.num_classes
@@ -140,12 +140,12 @@ class FinetuneHyperModel(SpaceHyperModel):
             stat = os.stat(weights) if os.path.isfile(weights) else None
             version = None if stat is None else (stat.st_size, stat.st_mtime_ns)
             key = (name, weights, version, size, alpha)
-        if key in self._frozen_backbones:
-            return self._frozen_backbones[key]
+        if key is not None and key == self._shared_backbone[0]:
+            return self._shared_backbone[1]
         backbone = backbones.build_backbone(name, weights=None if weights == "none" else weights,
                                             image_size=size, alpha=alpha)
         if key is not None:
-            self._frozen_backbones = {key: backbone}  # one kept: a search rarely tunes it
+            self._shared_backbone = (key, backbone)  # one kept: a search rarely tunes it
         return backbone
 
     def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
