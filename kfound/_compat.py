@@ -37,7 +37,7 @@ KERAS_TUNER_PRIVATE = {
     # object path: the private attributes kfound uses on it.
     "keras_tuner.Oracle": ("_get_oracle_fname", "_get_trial_dir", "_save_trial",
                            "_set_project_dir"),
-    "keras_tuner.Tuner": ("_get_tuner_fname", "_is_worker"),
+    "keras_tuner.Tuner": ("_get_checkpoint_fname", "_get_tuner_fname", "_is_worker"),
     "keras_tuner.src.engine.tuner_utils": ("SaveBestEpoch",),
     "keras_tuner.src.protos": ("get_service_grpc",),
     "keras_tuner.src.distribute.oracle_chief": ("OracleServicer", "exit_chief"),
@@ -84,6 +84,15 @@ def tuner_state_file(tuner):
     Missing public API: `Tuner._get_tuner_fname()`, written by `Tuner.save()`.
     """
     return tuner._get_tuner_fname()
+
+
+def trial_checkpoint_file(tuner, trial_id):
+    """The path of the weights file a trial's best epoch is saved to (`SaveBestEpoch`'s).
+
+    Missing public API: `Tuner.load_model(trial)` reads it, and names it only through
+    `Tuner._get_checkpoint_fname(trial_id)`.
+    """
+    return tuner._get_checkpoint_fname(trial_id)
 
 
 def is_worker(tuner):

@@ -4,15 +4,20 @@ It loads its datasets through `kfound.data` (tf.data, TFDS), so it needs TensorF
 `kfound.tuning.hypermodels.hypermodel_class("finetune")` imports it on demand.
 """
 
+import json
 import os
 
 import keras
 import keras_tuner as kt
 
-from kfound import _compat, backbones, distribution, finetune
+from kfound import _compat, backbones, distribution, finetune, io_utils
 from kfound import data as kdata
 from kfound.tuning import rules
 from kfound.tuning.hypermodels import SpaceHyperModel
+
+# Beside a head trial's checkpoint: the backbone its head was trained on (`load_trial`).
+BACKBONE_RECORD = "backbone.json"
+MAX_RECORD_BYTES = 64 * 1024  # a record names a backbone, its weights path and sizes
 
 
 class FinetuneHyperModel(SpaceHyperModel):
@@ -22,8 +27,9 @@ class FinetuneHyperModel(SpaceHyperModel):
     head) and trains it in one of the two transfer-learning states: `head` (`finetune.fit_head`,
     the backbone frozen) or `full` (`finetune.fit_full`: the head first, then the backbone
     unfrozen from `unfreeze_from` at `fine_tune_learning_rate`). The trial's score is its
-    best epoch over both phases, and its checkpoint is the whole classifier at that epoch,
-    so `tuner.get_best_models()` returns a model from raw `[0, 255]` images.
+    best epoch over both phases, and `tuner.get_best_models()` returns the classifier at
+    that epoch, a model from raw `[0, 255]` images (`load_trial`). Its checkpoint is the
+    whole classifier, or, for a head trial on a pretrained backbone, the head alone.
 
     Hyperparameters (canonical names first): `learning_rate` (the head's, and phase 1's),
     `epochs` (head epochs; phase 1 of `full`), `batch_size`, `dropout` (the head's),
@@ -47,8 +53,10 @@ class FinetuneHyperModel(SpaceHyperModel):
     Head trials share their pretrained backbone too: a head trial never changes it (it is
     frozen, its BatchNorm layers included), so it is built and loaded once per backbone,
     weights, image size and `alpha`, and every later head trial wraps a new head around
-    it (a weights file counts as changed when its size or modification time does). A
-    `full` trial, which trains its backbone, and a randomly initialised one get their own.
+    it (a weights file counts as changed when its size or modification time does). Such a
+    trial checkpoints its head alone, not another copy of the backbone. A `full` trial,
+    which trains its backbone, and a randomly initialised one get their own, and
+    checkpoint the whole classifier.
 
     An image size below a backbone's minimum, or `alpha` for a backbone outside the
     MobileNet family, fails that trial with `backbones.build_backbone`'s error.
@@ -130,23 +138,71 @@ class FinetuneHyperModel(SpaceHyperModel):
                                                    dropout=self.value(hp, "dropout"))
         return self._classifier.model
 
+    def _shared_key(self, hp):
+        """What a head trial's shared pretrained backbone is built from, or `None`.
+
+        `None` for a trial that builds its own backbone: a `full` one, or a randomly
+        initialised one.
+        """
+        weights = self.value(hp, "weights")
+        if weights == "none" or self.value(hp, "state") != "head":
+            return None
+        alpha = self.value(hp, "alpha")
+        stat = os.stat(weights) if os.path.isfile(weights) else None
+        version = None if stat is None else (stat.st_size, stat.st_mtime_ns)
+        return (self.value(hp, "backbone"), weights, version, self.data(hp).image_size,
+                None if alpha is None else float(alpha))
+
     def _backbone(self, hp):
         """The trial's backbone: built, or a head trial's shared pretrained one."""
-        name, weights, alpha = (self.value(hp, key) for key in ("backbone", "weights", "alpha"))
-        alpha = None if alpha is None else float(alpha)
-        size = self.data(hp).image_size
-        key = None
-        if weights != "none" and self.value(hp, "state") == "head":
-            stat = os.stat(weights) if os.path.isfile(weights) else None
-            version = None if stat is None else (stat.st_size, stat.st_mtime_ns)
-            key = (name, weights, version, size, alpha)
+        key = self._shared_key(hp)
         if key is not None and key == self._shared_backbone[0]:
             return self._shared_backbone[1]
-        backbone = backbones.build_backbone(name, weights=None if weights == "none" else weights,
-                                            image_size=size, alpha=alpha)
+        alpha, weights = self.value(hp, "alpha"), self.value(hp, "weights")
+        backbone = backbones.build_backbone(
+            self.value(hp, "backbone"), weights=None if weights == "none" else weights,
+            image_size=self.data(hp).image_size, alpha=None if alpha is None else float(alpha))
         if key is not None:
             self._shared_backbone = (key, backbone)  # one kept: a search rarely tunes it
         return backbone
+
+    def load_trial(self, hp, checkpoint):
+        """A trial's trained classifier: `build(hp)`, then the trial's best-epoch weights.
+
+        Our tuners' `load_model` (behind `tuner.get_best_models()`) calls this. A head
+        trial on a pretrained backbone checkpoints its head alone (`fit`): the rebuilt
+        classifier's backbone is loaded from the same weights file, which the trial
+        recorded beside its checkpoint and which must not have changed since. Any other
+        checkpoint holds the whole classifier.
+
+        Args:
+            hp: the trial's `keras_tuner.HyperParameters`.
+            checkpoint: the trial's checkpoint (a `.weights.h5` file).
+
+        Returns:
+            The classifier, raw `[0, 255]` images -> class probabilities.
+
+        Raises:
+            ValueError: if the backbone's weights file changed after the trial.
+        """
+        model = self.build(hp)
+        key = self._shared_key(hp)
+        record = os.path.join(os.path.dirname(os.fspath(checkpoint)), BACKBONE_RECORD)
+        if key is None or not os.path.exists(record):  # no record: a whole classifier's
+            model.load_weights(checkpoint)
+            return model
+        with open(record, encoding="utf-8") as f:
+            recorded = f.read(MAX_RECORD_BYTES)
+        if recorded != _record(key):
+            raise ValueError(
+                f"Argument `weights`: the checkpoint {checkpoint} holds a head trained on "
+                f"the backbone that this file held then ({recorded[:300]}); it has changed "
+                f"since ({_record(key)}), so the trial's classifier can't be rebuilt. "
+                "Restore the file, or search again with `--overwrite`. "
+                f"Received: weights={self.value(hp, 'weights')!r}"
+            )
+        self._classifier.head.load_weights(checkpoint)
+        return model
 
     def fit(self, hp, model, *args, callbacks=None, verbose="auto", **kwargs):
         """Trains `model` (the last `build`'s) in the trial's state on the space's dataset.
@@ -165,10 +221,14 @@ class FinetuneHyperModel(SpaceHyperModel):
             raise ValueError("Argument `model` must be the model this hypermodel's `build` "
                              f"returned last. Received: model={model.name!r}")
         classifier = self._classifier
-        # KerasTuner's checkpoint saves the model being fit; on cached features that is the
-        # head alone, so it is pointed at the whole classifier, which shares the head.
-        callbacks = [_BestEpochOnce(c, model) if _compat.is_best_epoch_checkpoint(c) else c
-                     for c in callbacks or []]
+        # KerasTuner's checkpoint saves the model being fit, which on cached features is
+        # the head. A head trial on a pretrained backbone keeps it so (its backbone is the
+        # loaded one; `load_trial` rebuilds it); any other trial checkpoints the whole
+        # classifier, which shares the head.
+        key = self._shared_key(hp)
+        target = model if key is None else classifier.head
+        callbacks = [_BestEpochOnce(c, target, backbone=key)
+                     if _compat.is_best_epoch_checkpoint(c) else c for c in callbacks or []]
         options = finetune.TrainingOptions(
             learning_rate=self.value(hp, "learning_rate"), optimizer=self.value(hp, "optimizer"),
             callbacks=callbacks, jit_compile=self.jit_compile, verbose=verbose,
@@ -194,22 +254,29 @@ class FinetuneHyperModel(SpaceHyperModel):
         result.history = {k: v for k, v in history.items() if k not in ("epoch", "phase")}
         return result
 
+def _record(key):
+    """The text a head trial records beside its checkpoint: its backbone's `_shared_key`."""
+    return json.dumps(list(key))
+
+
 class _BestEpochOnce(keras.callbacks.Callback):
-    """KerasTuner's best-epoch checkpoint, for the whole classifier, written once per fit.
+    """KerasTuner's best-epoch checkpoint of `model`, written once, when the fit ends.
 
     `SaveBestEpoch` writes the weights of the model being fit at every epoch that improves
-    the objective. On cached features that model is the head alone, and a whole
-    classifier's weights file costs far more than an epoch of the head: this keeps the
-    best epoch's weights of `model` (the classifier, which shares the head) in memory, by
-    the checkpoint's own objective and `best_value`, and writes them to its `filepath`
-    when a fit ends (both phases of `full` included). The model is left with its last
-    epoch's weights, as with `SaveBestEpoch`.
+    the objective; a whole classifier's weights file costs far more than an epoch of a
+    head on cached features. This keeps the best epoch's weights of `model` (the
+    classifier, which shares the head, or a head trial's head) in memory, by the
+    checkpoint's own objective and `best_value`, and writes them to its `filepath` when a
+    fit ends (both phases of `full` included), with `backbone` (a `_shared_key`), if
+    given, recorded beside it. The model is left with its last epoch's weights, as with
+    `SaveBestEpoch`.
     """
 
-    def __init__(self, checkpoint, model):
+    def __init__(self, checkpoint, model, backbone=None):
         super().__init__()
         self.checkpoint = checkpoint
         self.target = model
+        self.backbone = backbone
         self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -230,3 +297,6 @@ class _BestEpochOnce(keras.callbacks.Callback):
             self.target.save_weights(self.checkpoint.filepath)
         finally:
             self.target.set_weights(last)
+        if self.backbone is not None:
+            folder = os.path.dirname(os.fspath(self.checkpoint.filepath))
+            io_utils.write_text(os.path.join(folder, BACKBONE_RECORD), _record(self.backbone))

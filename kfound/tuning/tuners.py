@@ -252,6 +252,18 @@ class _TunerMixin:
             self.trial_log(f"[{self.tuner_id}] trial {trial.trial_id} {ended.status}{score} "
                            f"in {time.time() - self.trial_began:.1f}s{pruned}")
 
+    def load_model(self, trial):
+        """KerasTuner's, or the hypermodel's own `load_trial(hp, checkpoint)` if it has one.
+
+        `FinetuneHyperModel`'s head trials on a pretrained backbone checkpoint the head
+        alone, which its `load_trial` puts back on the rebuilt classifier.
+        """
+        load_trial = getattr(self.hypermodel, "load_trial", None)
+        if load_trial is None:
+            return super().load_model(trial)
+        return load_trial(trial.hyperparameters,
+                          _compat.trial_checkpoint_file(self, trial.trial_id))
+
     def save(self):
         if not _compat.is_worker(self):
             self.oracle.save()

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 
+import h5py
 import keras
 import keras_tuner as kt
 import numpy as np
@@ -247,3 +248,62 @@ def test_head_trials_share_their_pretrained_backbone_and_full_trials_build_their
     assert backbone("head") is not first
     hp.values["weights"] = "none"  # random initialisation: every trial its own
     assert backbone("head") is not backbone("head")
+
+
+def _head_space(weights):
+    return _space(state=_one("head"), image_size=_one(8), batch_size=_one(4),
+                  optimizer=_one("sgd"), learning_rate=_one(0.05), weights=_one(str(weights)))
+
+
+def test_a_head_trial_on_a_pretrained_backbone_checkpoints_its_head_alone(tmp_path):
+    weights = tmp_path / "small.weights.h5"
+    backbones.small_conv_net(8).save_weights(weights)
+    model_space = _head_space(weights)
+    hypermodel, hp, model = _trial(model_space)
+    path = tmp_path / "trial" / "checkpoint.weights.h5"
+    path.parent.mkdir()
+    checkpoint = _compat.best_epoch_checkpoint(kt.Objective("val_accuracy", "max"), str(path))
+    hypermodel.fit(hp, model, callbacks=[checkpoint], verbose=0)
+    trained = [w.numpy() for w in model.weights]
+    with h5py.File(path) as f:
+        stored = []
+        f.visititems(lambda name, item: stored.append(name)
+                     if isinstance(item, h5py.Dataset) and name.startswith("layers/") else None)
+    head = hypermodel._classifier.head
+    assert len(stored) == len(head.weights) < len(model.weights)  # no copy of the backbone
+    # A new hypermodel (a new process) loads the backbone from its file, then the head.
+    fresh = finetune_hypermodel.FinetuneHyperModel(model_space.dataset, space=model_space)
+    reloaded = fresh.load_trial(hp, path)
+    assert reloaded is fresh._classifier.model
+    for old, new in zip(trained, reloaded.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    # A checkpoint with no record beside it is a whole classifier's (an older search's).
+    whole = tmp_path / "older" / "checkpoint.weights.h5"
+    whole.parent.mkdir()
+    model.save_weights(whole)
+    for old, new in zip(trained, fresh.load_trial(hp, whole).weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    os.utime(weights, ns=(0, 0))  # the backbone's file changed: the head no longer fits it
+    with pytest.raises(ValueError, match=r"Argument `weights`: the checkpoint .* has changed "
+                                         r"since .*--overwrite.*Received: weights='.*small"):
+        fresh.load_trial(hp, path)
+
+
+def test_the_best_model_of_a_search_of_head_trials_is_the_trained_classifier(tmp_path):
+    weights = tmp_path / "small.weights.h5"
+    backbones.small_conv_net(16).save_weights(weights)
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({
+        "model": "finetune", "dataset": "embedded",
+        "hyperparameters": {"state": _one("head"), "weights": _one(str(weights)),
+                            "learning_rate": {"type": "float", "min": 0.01, "max": 0.1}}}))
+    output = tmp_path / "run"
+    best = search.main(["--space", str(space_file), "--tuner", "random", "--smoke",
+                        "--max-trials", "2", "--quiet", "--output", str(output)])
+    records = list(output.rglob(finetune_hypermodel.BACKBONE_RECORD))
+    assert len(records) == 2  # each trial checkpointed its head
+    model = keras.saving.load_model(output / "best_model.keras")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    hypermodel = finetune_hypermodel.FinetuneHyperModel("embedded")
+    _, accuracy = model.evaluate(hypermodel.data(kt.HyperParameters()).val, verbose=0)
+    assert accuracy == pytest.approx(best["score"], abs=1e-6)
