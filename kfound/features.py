@@ -83,17 +83,22 @@ def backbone_features(classifier, dataset, batch_size, examples=None, verbose=0)
     return np.concatenate(features), np.concatenate(labels), files
 
 
+def weights_digest(model):
+    """A SHA-256 hex digest of `model`'s weights: each one's path, shape, dtype and values."""
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(str((variable.path, array.shape, array.dtype.str)).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def cache_key(classifier, data):
     """The key of the features of `classifier`'s backbone on `data`, and what it hashes.
 
     Returns:
         `(key, parts)`: a hex digest, and the JSON-able dict it digests.
     """
-    weights = hashlib.sha256()
-    for variable in classifier.backbone.weights:
-        array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
-        weights.update(str((variable.path, array.shape, array.dtype.str)).encode())
-        weights.update(array.tobytes())
     # Layer names are left out: Keras numbers unnamed layers anew in each build.
     layers = [{k: v for k, v in layer.get_config().items() if k != "name"}
               for layer in classifier.backbone.layers]
@@ -103,7 +108,7 @@ def cache_key(classifier, data):
         "format": FORMAT,
         "backbone": classifier.backbone_name,
         "architecture": hashlib.sha256(config.encode()).hexdigest(),
-        "weights": weights.hexdigest(),
+        "weights": weights_digest(classifier.backbone),
         "data": data.fingerprint,
         "image_size": data.image_size,
         "keras": keras.__version__,

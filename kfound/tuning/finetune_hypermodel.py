@@ -10,7 +10,7 @@ import os
 import keras
 import keras_tuner as kt
 
-from kfound import _compat, backbones, distribution, finetune, io_utils
+from kfound import _compat, backbones, distribution, features, finetune, io_utils
 from kfound import data as kdata
 from kfound.tuning import rules
 from kfound.tuning.hypermodels import SpaceHyperModel
@@ -110,7 +110,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         self.seed = seed
         self._loaded = {}  # image size -> kfound.data.ImageData
         self._classifier = None  # the Classifier of the last model `build` made
-        self._shared_backbone = (None, None)  # (key, backbone): see `_backbone`
+        self._shared_backbone = (None, None, None)  # (key, backbone, record): `_backbone`
         defaults = self.declare_hyperparameters(kt.HyperParameters())
         loaded = self.data(defaults)
         self.num_classes = loaded.num_classes
@@ -162,8 +162,14 @@ class FinetuneHyperModel(SpaceHyperModel):
         backbone = backbones.build_backbone(
             self.value(hp, "backbone"), weights=None if weights == "none" else weights,
             image_size=self.data(hp).image_size, alpha=None if alpha is None else float(alpha))
-        if key is not None:
-            self._shared_backbone = (key, backbone)  # one kept: a search rarely tunes it
+        if key is not None:  # one kept: a search rarely tunes it
+            name, weights, _, size, alpha = key
+            # What a trial on it records beside its checkpoint (`load_trial`): its weights
+            # by content, not by the file's time, which a copy to another machine changes.
+            record = json.dumps({"backbone": name, "weights": weights, "image_size": size,
+                                 "alpha": alpha,
+                                 "weights_sha256": features.weights_digest(backbone)})
+            self._shared_backbone = (key, backbone, record)
         return backbone
 
     def load_trial(self, hp, checkpoint):
@@ -171,9 +177,9 @@ class FinetuneHyperModel(SpaceHyperModel):
 
         Our tuners' `load_model` (behind `tuner.get_best_models()`) calls this. A head
         trial on a pretrained backbone checkpoints its head alone (`fit`): the rebuilt
-        classifier's backbone is loaded from the same weights file, which the trial
-        recorded beside its checkpoint and which must not have changed since. Any other
-        checkpoint holds the whole classifier.
+        classifier's backbone is loaded from the same weights file, whose weights must be
+        those the trial recorded beside its checkpoint (by content). Any other checkpoint
+        holds the whole classifier.
 
         Args:
             hp: the trial's `keras_tuner.HyperParameters`.
@@ -183,7 +189,8 @@ class FinetuneHyperModel(SpaceHyperModel):
             The classifier, raw `[0, 255]` images -> class probabilities.
 
         Raises:
-            ValueError: if the backbone's weights file changed after the trial.
+            ValueError: if the backbone's weights file holds other weights than it did in
+                the trial.
         """
         model = self.build(hp)
         key = self._shared_key(hp)
@@ -193,11 +200,11 @@ class FinetuneHyperModel(SpaceHyperModel):
             return model
         with open(record, encoding="utf-8") as f:
             recorded = f.read(MAX_RECORD_BYTES)
-        if recorded != _record(key):
+        if recorded != self._shared_backbone[2]:
             raise ValueError(
                 f"Argument `weights`: the checkpoint {checkpoint} holds a head trained on "
-                f"the backbone that this file held then ({recorded[:300]}); it has changed "
-                f"since ({_record(key)}), so the trial's classifier can't be rebuilt. "
+                f"other backbone weights ({recorded[:300]}) than the file holds now "
+                f"({self._shared_backbone[2]}), so the trial's classifier can't be rebuilt. "
                 "Restore the file, or search again with `--overwrite`. "
                 f"Received: weights={self.value(hp, 'weights')!r}"
             )
@@ -225,9 +232,10 @@ class FinetuneHyperModel(SpaceHyperModel):
         # the head. A head trial on a pretrained backbone keeps it so (its backbone is the
         # loaded one; `load_trial` rebuilds it); any other trial checkpoints the whole
         # classifier, which shares the head.
-        key = self._shared_key(hp)
-        target = model if key is None else classifier.head
-        callbacks = [_BestEpochOnce(c, target, backbone=key)
+        shared = self._shared_key(hp) is not None
+        target = classifier.head if shared else model
+        record = self._shared_backbone[2] if shared else None
+        callbacks = [_BestEpochOnce(c, target, record=record)
                      if _compat.is_best_epoch_checkpoint(c) else c for c in callbacks or []]
         options = finetune.TrainingOptions(
             learning_rate=self.value(hp, "learning_rate"), optimizer=self.value(hp, "optimizer"),
@@ -254,10 +262,6 @@ class FinetuneHyperModel(SpaceHyperModel):
         result.history = {k: v for k, v in history.items() if k not in ("epoch", "phase")}
         return result
 
-def _record(key):
-    """The text a head trial records beside its checkpoint: its backbone's `_shared_key`."""
-    return json.dumps(list(key))
-
 
 class _BestEpochOnce(keras.callbacks.Callback):
     """KerasTuner's best-epoch checkpoint of `model`, written once, when the fit ends.
@@ -267,16 +271,16 @@ class _BestEpochOnce(keras.callbacks.Callback):
     head on cached features. This keeps the best epoch's weights of `model` (the
     classifier, which shares the head, or a head trial's head) in memory, by the
     checkpoint's own objective and `best_value`, and writes them to its `filepath` when a
-    fit ends (both phases of `full` included), with `backbone` (a `_shared_key`), if
-    given, recorded beside it. The model is left with its last epoch's weights, as with
-    `SaveBestEpoch`.
+    fit ends (both phases of `full` included), with `record` (the text that
+    `FinetuneHyperModel.load_trial` checks), if given, in `BACKBONE_RECORD` beside it.
+    The model is left with its last epoch's weights, as with `SaveBestEpoch`.
     """
 
-    def __init__(self, checkpoint, model, backbone=None):
+    def __init__(self, checkpoint, model, record=None):
         super().__init__()
         self.checkpoint = checkpoint
         self.target = model
-        self.backbone = backbone
+        self.record = record
         self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -297,6 +301,6 @@ class _BestEpochOnce(keras.callbacks.Callback):
             self.target.save_weights(self.checkpoint.filepath)
         finally:
             self.target.set_weights(last)
-        if self.backbone is not None:
+        if self.record is not None:
             folder = os.path.dirname(os.fspath(self.checkpoint.filepath))
-            io_utils.write_text(os.path.join(folder, BACKBONE_RECORD), _record(self.backbone))
+            io_utils.write_text(os.path.join(folder, BACKBONE_RECORD), self.record)
