@@ -26,6 +26,9 @@ the head state trains MobileNet (alpha 0.25, with the team's shared ImageNet wei
    first one's traced train function.
 4. `head_peak_rss_mib_25000` (full runs only): the peak resident memory of
    `recipes/finetune.py --state head` on 25,000 images, in a fresh process. Goal <= 1024.
+   Beside it, `head_peak_rss_mib_25000_without_jax`: the same run as if JAX were not
+   installed, as in kfound's own install (JAX comes with the `dev` extra only), since
+   TensorFlow imports JAX whenever it finds it.
 5. The fixed and per-image cost of the head and full states, fitted over two sizes, so
    that growth stays visible.
 
@@ -173,9 +176,26 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def peak_rss_mib(folder, weights, output):
+# Runs the script given after it as if JAX were not installed: kfound's own install has no
+# JAX (only its `dev` extra, for the tests), and TensorFlow imports JAX when it finds it
+# (`tensorflow.lite.python.util`), which adds about 100 MiB to every process.
+_WITHOUT_JAX = """
+import importlib.abc, os, runpy, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("jax", "jaxlib"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as `python SCRIPT` sets it
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def peak_rss_mib(folder, weights, output, without_jax=False):
     """The peak RSS of the recipe's head state on `folder`, in a fresh process."""
-    command = [sys.executable, str(ROOT / "recipes" / "finetune.py"), "--state", "head",
+    python = [sys.executable, "-c", _WITHOUT_JAX] if without_jax else [sys.executable]
+    command = [*python, str(ROOT / "recipes" / "finetune.py"), "--state", "head",
                "--dataset", f"folder:{folder}", "--backbone", "MobileNet", "--alpha", "0.25",
                "--image-size", str(IMAGE_SIZE), "--weights", weights or "none",
                "--epochs", str(EPOCHS), "--output", str(output), "--no-feature-cache"]
@@ -236,6 +256,8 @@ def main(argv=None):
             huge = write_photos(work / "photos25000", 25000)
             result["head_peak_rss_mib_25000"] = round(peak_rss_mib(huge, weights,
                                                                    work / "rss"), 1)
+            result["head_peak_rss_mib_25000_without_jax"] = round(peak_rss_mib(
+                huge, weights, work / "rss_without_jax", without_jax=True), 1)
 
     def ratios(top, bottom):
         return [m[top] / m[bottom] for m in measured]
