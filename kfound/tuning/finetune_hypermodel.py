@@ -295,12 +295,12 @@ class _BestEpochOnce(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is None:
             return
+        if self.record is not None:  # first, so that no head's checkpoint lacks its record
+            folder = os.path.dirname(os.fspath(self.checkpoint.filepath))
+            io_utils.write_text(os.path.join(folder, BACKBONE_RECORD), self.record)
         last = self.target.get_weights()
         self.target.set_weights(self.best_weights)
         try:
             self.target.save_weights(self.checkpoint.filepath)
         finally:
             self.target.set_weights(last)
-        if self.record is not None:
-            folder = os.path.dirname(os.fspath(self.checkpoint.filepath))
-            io_utils.write_text(os.path.join(folder, BACKBONE_RECORD), self.record)
