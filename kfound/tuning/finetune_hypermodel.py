@@ -17,7 +17,7 @@ from kfound.tuning.hypermodels import SpaceHyperModel
 
 # Beside a head trial's checkpoint: the backbone its head was trained on (`load_trial`).
 BACKBONE_RECORD = "backbone.json"
-MAX_RECORD_BYTES = 64 * 1024  # a record names a backbone, its weights path and sizes
+MAX_RECORD_BYTES = 64 * 1024  # a backbone, its weights path, size, alpha and digest
 
 
 class FinetuneHyperModel(SpaceHyperModel):
