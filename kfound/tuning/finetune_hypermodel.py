@@ -138,32 +138,33 @@ class FinetuneHyperModel(SpaceHyperModel):
                                                    dropout=self.value(hp, "dropout"))
         return self._classifier.model
 
+    def _backbone_arguments(self, hp):
+        """The trial's backbone as `build_backbone` takes it: name, weights, size, alpha."""
+        weights, alpha = self.value(hp, "weights"), self.value(hp, "alpha")
+        return (self.value(hp, "backbone"), None if weights == "none" else weights,
+                self.data(hp).image_size, None if alpha is None else float(alpha))
+
     def _shared_key(self, hp):
         """What a head trial's shared pretrained backbone is built from, or `None`.
 
         `None` for a trial that builds its own backbone: a `full` one, or a randomly
         initialised one.
         """
-        weights = self.value(hp, "weights")
-        if weights == "none" or self.value(hp, "state") != "head":
+        name, weights, size, alpha = self._backbone_arguments(hp)
+        if weights is None or self.value(hp, "state") != "head":
             return None
-        alpha = self.value(hp, "alpha")
         stat = os.stat(weights) if os.path.isfile(weights) else None
         version = None if stat is None else (stat.st_size, stat.st_mtime_ns)
-        return (self.value(hp, "backbone"), weights, version, self.data(hp).image_size,
-                None if alpha is None else float(alpha))
+        return (name, weights, version, size, alpha)
 
     def _backbone(self, hp):
         """The trial's backbone: built, or a head trial's shared pretrained one."""
         key = self._shared_key(hp)
         if key is not None and key == self._shared_backbone[0]:
             return self._shared_backbone[1]
-        alpha, weights = self.value(hp, "alpha"), self.value(hp, "weights")
-        backbone = backbones.build_backbone(
-            self.value(hp, "backbone"), weights=None if weights == "none" else weights,
-            image_size=self.data(hp).image_size, alpha=None if alpha is None else float(alpha))
+        name, weights, size, alpha = self._backbone_arguments(hp)
+        backbone = backbones.build_backbone(name, weights=weights, image_size=size, alpha=alpha)
         if key is not None:  # one kept: a search rarely tunes it
-            name, weights, _, size, alpha = key
             # What a trial on it records beside its checkpoint (`load_trial`): its weights
             # by content, not by the file's time, which a copy to another machine changes.
             record = json.dumps({"backbone": name, "weights": weights, "image_size": size,
