@@ -32,7 +32,7 @@ lint: $(STAMP)
 # under TensorFlow only, for time; the recipe and search tests run them on every backend.
 BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data/test_spec.py \
 	tests/test_import.py tests/test_theory.py tests/test_finetune.py tests/test_features.py \
-	tests/test_resume.py tests/recipes tests/tuning/test_search.py \
+	tests/test_prebuild.py tests/test_resume.py tests/recipes tests/tuning/test_search.py \
 	tests/tuning/test_search_backends.py
 
 test: lint

@@ -16,7 +16,7 @@ import warnings
 
 import keras
 
-from kfound import io_utils
+from kfound import io_utils, prebuild
 from kfound.data.bundled import digits_to_rgb, embedded_digits
 from kfound.layers.backbone_preprocessing import SMALL_BACKBONE, application, application_names
 
@@ -280,6 +280,7 @@ def pretrain_small_backbone(
     classifier = Classifier(small_conv_net(image_size), SMALL_BACKBONE, len(names),
                             frozen_bn=False)
     compile_classifier(classifier.model, learning_rate=learning_rate)
+    prebuild.build_optimizer(classifier.model)
     start = time.perf_counter()
     classifier.model.fit(digits_to_rgb(x, image_size), y, batch_size=batch_size,
                          epochs=epochs, verbose=0)

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kfound import checks, distribution, resume
+from kfound import checks, distribution, prebuild, resume
 from kfound.backbones import freeze_batchnorm, unfreeze_index
 from kfound.features import cached_features
 from kfound.layers.backbone_preprocessing import BackbonePreprocessing
@@ -146,7 +146,8 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", jit_compi
             {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
         ),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        # An object, not "accuracy", so that `fit` traces once: see `kfound.prebuild`.
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -160,6 +161,7 @@ def _fit(model, train, val, *, epochs, options, backup_dir, initial_epoch=0):
     an uninterrupted one. `backup_dir` (a `kfound.resume.TrainingCheckpoint` folder) is
     deleted once training ends.
     """
+    prebuild.build_optimizer(model)
     checkpoint = resume.TrainingCheckpoint(backup_dir, log=options.log)
     start = checkpoint.restore(model, initial_epoch)
     if start < epochs:

@@ -17,7 +17,7 @@ import importlib
 import keras
 import keras_tuner as kt
 
-from kfound import distribution
+from kfound import distribution, prebuild
 from kfound.initializers import SparseInitializer
 from kfound.layers import normalization_block
 from kfound.tuning import rules
@@ -130,8 +130,10 @@ class ClassifierHyperModel(SpaceHyperModel):
             "class_name": values["optimizer"],
             "config": {"learning_rate": values["learning_rate"]},
         })
+        # A metric object, not "accuracy", so that `fit` traces once (`kfound.prebuild`).
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=self.jit_compile)
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      jit_compile=self.jit_compile)
         return model
 
     def fit(self, hp, model, *args, **kwargs):
@@ -142,6 +144,7 @@ class ClassifierHyperModel(SpaceHyperModel):
         batch_size = self.value(hp, "batch_size")
         distribution.check_batch_size(batch_size)
         with distribution.scope():
+            prebuild.build_optimizer(model)
             return model.fit(*args, batch_size=batch_size, epochs=epochs, **kwargs)
 
     @staticmethod
