@@ -383,7 +383,10 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     The training pipeline is rebuilt from `data.train_unshuffled` the way
     `load_image_data` builds it (shuffle, class balancing if `data.balance`, batch,
     prefetch), so the decoded images and their in-memory cache are shared, not loaded
-    again. The validation pipeline is kept: its batch size changes no metric.
+    again. The validation pipeline is kept: its batch size changes no metric. Nothing
+    is decoded: a folder whose files are not checked yet stays so, and the first full
+    pass over the result (`check_files`, or the backbone features) makes its counts
+    exact and rebuilds its `train`, as on loaded data.
 
     Args:
         data: an `ImageData`.
@@ -401,7 +404,6 @@ def rebatch(data, batch_size, shuffle_buffer=1024):
     TensorShape([4, 16, 16, 3])
     """
     checks.positive_int("batch_size", batch_size)
-    data.check_files()
     train = make_training_pipeline(
         data.train_unshuffled, data.num_classes, data.train_examples, batch_size,
         balance=data.balance, augment=data.augment, seed=data.seed,

@@ -109,6 +109,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         self.feature_cache = feature_cache
         self.seed = seed
         self._loaded = {}  # image size -> kfound.data.ImageData
+        self._rebatched = {}  # (image size, batch size) -> kfound.data.ImageData
         self._classifier = None  # the Classifier of the last model `build` made
         self._shared_backbone = (None, None, None)  # (key, backbone, record): `_backbone`
         defaults = self.declare_hyperparameters(kt.HyperParameters())
@@ -117,9 +118,9 @@ class FinetuneHyperModel(SpaceHyperModel):
         self.class_names = list(loaded.class_names)
 
     def data(self, hp):
-        """The trial's `kfound.data.ImageData`: loaded once per image size, rebatched."""
-        size = self.value(hp, "image_size") or backbones.default_image_size(
-            self.value(hp, "backbone"))
+        """The trial's `kfound.data.ImageData`: loaded once per image size, and rebatched
+        once per other batch size."""
+        size = self._image_size(hp)
         if size not in self._loaded:
             data = kdata.load_image_data(
                 self.dataset, size, batch_size=self.DEFAULTS["batch_size"], seed=self.seed)
@@ -128,7 +129,15 @@ class FinetuneHyperModel(SpaceHyperModel):
             self._loaded[size] = data
         data = self._loaded[size]
         batch_size = self.value(hp, "batch_size")
-        return data if batch_size == data.batch_size else kdata.rebatch(data, batch_size)
+        if batch_size == data.batch_size:
+            return data
+        if (size, batch_size) not in self._rebatched:
+            self._rebatched[size, batch_size] = kdata.rebatch(data, batch_size)
+        return self._rebatched[size, batch_size]
+
+    def _image_size(self, hp):
+        return self.value(hp, "image_size") or backbones.default_image_size(
+            self.value(hp, "backbone"))
 
     def build(self, hp):
         backbone_name = self.value(hp, "backbone")
@@ -142,7 +151,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         """The trial's backbone as `build_backbone` takes it: name, weights, size, alpha."""
         weights, alpha = self.value(hp, "weights"), self.value(hp, "alpha")
         return (self.value(hp, "backbone"), None if weights == "none" else weights,
-                self.data(hp).image_size, None if alpha is None else float(alpha))
+                self._image_size(hp), None if alpha is None else float(alpha))
 
     def _shared_key(self, hp):
         """What a head trial's shared pretrained backbone is built from, or `None`.

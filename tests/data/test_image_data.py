@@ -241,6 +241,22 @@ def test_rebatch_shares_the_images_and_keeps_the_settings():
     assert [len(y) for _, y in batches] == [4] * 5  # 20 examples, one epoch
 
 
+def test_rebatching_a_folder_decodes_nothing_until_its_first_pass(tmp_path):
+    root = write_image_folder(tmp_path / "photos", per_class=5)
+    loaded = data.load_image_data(f"folder:{root}", image_size=16, batch_size=4)
+    rebatched = data.rebatch(loaded, batch_size=2)
+    assert not rebatched.files_checked and rebatched.folder.filled == set()
+    assert not loaded.files_checked
+    # The feature pass decodes each file once, and the counts and batches become exact.
+    names = [[f.decode() for f, _, _ in rebatched.named_split(split).as_numpy_iterator()]
+             for split in ("train", "val")]
+    rebatched.check_files(readable=names)
+    assert rebatched.folder.filled == set()  # the images were not cached
+    assert rebatched.train_examples == len(names[0]) and len(rebatched.corrupt_files) == 1
+    assert rebatched.train.cardinality() == -(-rebatched.train_examples // 2)
+    assert [len(y) for _, y in rebatched.train][:-1] == [2] * (len(rebatched.train) - 1)
+
+
 def test_rebatch_keeps_the_augmentation():
     layers = data.augmentation_layers(flip=None, rotation=0, zoom=0, contrast=0, seed=1)
     loaded = data.load_image_data("embedded", image_size=8, augment=layers, train_per_class=2)

@@ -88,6 +88,7 @@ def test_data_is_loaded_once_per_image_size_and_rebatched():
     assert (data.image_size, data.batch_size) == (12, 4)
     assert sorted(hypermodel._loaded) == [8, 12]
     assert data.train_unshuffled is hypermodel._loaded[12].train_unshuffled
+    assert hypermodel.data(hp) is data  # rebatched once: every trial reads the same
     assert hypermodel.build(hp).input_shape == (None, 12, 12, 3)
 
 
