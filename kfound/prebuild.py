@@ -13,8 +13,9 @@ def build_optimizer(model):
     variables exist from the start.
 
     Nothing else changes: the optimizer's variables start from the same constants
-    whenever they are made, so training gives the same result. Under JAX and torch, `fit` builds the
-    optimizer before it traces anything, and this only builds it sooner.
+    whenever they are made, so training gives the same result. Under JAX and torch,
+    `fit` builds the optimizer before it traces anything, and this only builds it
+    sooner.
 
     Call it where `fit` is called (in the same distribution scope), after the last
     change to which layers are trainable.

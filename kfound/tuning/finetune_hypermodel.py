@@ -136,6 +136,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         return self._rebatched[size, batch_size]
 
     def _image_size(self, hp):
+        """The trial's image size: its own, or its backbone's default."""
         return self.value(hp, "image_size") or backbones.default_image_size(
             self.value(hp, "backbone"))
 
