@@ -93,8 +93,16 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
-def cache_key(classifier, data):
+def cache_key(classifier, data, backbone_digest=None):
     """The key of the features of `classifier`'s backbone on `data`, and what it hashes.
+
+    Args:
+        classifier: a `kfound.finetune.Classifier`.
+        data: a `kfound.data.ImageData`.
+        backbone_digest: `weights_digest(classifier.backbone)`, when the caller has it
+            already (a search's shared, frozen backbone), so that the weights are not
+            hashed again; it must be the digest of these weights. Defaults to `None`
+            (hashed here).
 
     Returns:
         `(key, parts)`: a hex digest, and the JSON-able dict it digests.
@@ -108,7 +116,7 @@ def cache_key(classifier, data):
         "format": FORMAT,
         "backbone": classifier.backbone_name,
         "architecture": hashlib.sha256(config.encode()).hexdigest(),
-        "weights": weights_digest(classifier.backbone),
+        "weights": backbone_digest or weights_digest(classifier.backbone),
         "data": data.fingerprint,
         "image_size": data.image_size,
         "keras": keras.__version__,
@@ -119,7 +127,7 @@ def cache_key(classifier, data):
 
 
 def cached_features(classifier, data, cache_dir=None, batch_size=64, verbose=0,
-                    log=print):
+                    log=print, backbone_digest=None):
     """The backbone's features of `data`'s training and validation images, computed once.
 
     Args:
@@ -130,6 +138,8 @@ def cached_features(classifier, data, cache_dir=None, batch_size=64, verbose=0,
             float rounding. Defaults to `64`.
         verbose: progress bars while extracting when truthy. Defaults to `0`.
         log: where messages go. Defaults to `print`.
+        backbone_digest: the backbone's `weights_digest`, if known (see `cache_key`).
+            Defaults to `None`.
 
     Returns:
         `(arrays, report)`: the arrays `(x, y, x_val, y_val)`, and
@@ -138,7 +148,7 @@ def cached_features(classifier, data, cache_dir=None, batch_size=64, verbose=0,
     start = time.perf_counter()
     path = key = parts = None
     if cache_dir is not None:
-        key, parts = cache_key(classifier, data)
+        key, parts = cache_key(classifier, data, backbone_digest)
         path = os.path.join(os.fspath(cache_dir), f"{classifier.backbone_name}-{key}.npz")
         arrays = _load(path, parts, data.folder is not None, log)
         if arrays is not None:

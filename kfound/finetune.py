@@ -204,7 +204,7 @@ def _epoch_pipeline(data, options):
 def fit_head(
     classifier, data, *, epochs, options=TrainingOptions(), cache_features=True,
     feature_cache=None, feature_batch_size=64, backup_dir=None, feature_eval_batch_size=1024,
-    feature_steps_per_execution=32,
+    feature_steps_per_execution=32, backbone_digest=None,
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -246,6 +246,10 @@ def fit_head(
             its own batches and the result does not depend on it; batch-level callbacks
             are called once per execution. Under torch, which runs one step per call,
             it is ignored. Defaults to `32`.
+        backbone_digest: the SHA-256 of the backbone's weights
+            (`kfound.features.weights_digest`), when the caller has it already (a search's
+            shared, frozen backbone), so that the feature cache's key does not hash them
+            again; it must be the digest of these weights. Defaults to `None` (hashed).
 
     Returns:
         The training history, a dict of per-epoch lists: `"epoch"` (1-based), the losses
@@ -263,7 +267,7 @@ def fit_head(
     if cache_features and not data.augmented:
         (x, y, x_val, y_val), classifier.features_report = cached_features(
             classifier, data, feature_cache, batch_size=feature_batch_size,
-            verbose=options.verbose != 0, log=options.log,
+            verbose=options.verbose != 0, log=options.log, backbone_digest=backbone_digest,
         )
         # Under DataParallel every batch must split across the devices (a no-op once
         # `data.trim_to_multiple` has cut the images the same way).

@@ -111,7 +111,8 @@ class FinetuneHyperModel(SpaceHyperModel):
         self._loaded = {}  # image size -> kfound.data.ImageData
         self._rebatched = {}  # (image size, batch size) -> kfound.data.ImageData
         self._classifier = None  # the Classifier of the last model `build` made
-        self._shared_backbone = (None, None, None)  # (key, backbone, record): `_backbone`
+        # (key, backbone, record, weights digest): `_backbone`
+        self._shared_backbone = (None, None, None, None)
         defaults = self.declare_hyperparameters(kt.HyperParameters())
         loaded = self.data(defaults)
         self.num_classes = loaded.num_classes
@@ -177,10 +178,10 @@ class FinetuneHyperModel(SpaceHyperModel):
         if key is not None:  # one kept: a search rarely tunes it
             # What a trial on it records beside its checkpoint (`load_trial`): its weights
             # by content, not by the file's time, which a copy to another machine changes.
+            digest = features.weights_digest(backbone)
             record = json.dumps({"backbone": name, "weights": weights, "image_size": size,
-                                 "alpha": alpha,
-                                 "weights_sha256": features.weights_digest(backbone)})
-            self._shared_backbone = (key, backbone, record)
+                                 "alpha": alpha, "weights_sha256": digest})
+            self._shared_backbone = (key, backbone, record, digest)
         return backbone
 
     def load_trial(self, hp, checkpoint):
@@ -245,7 +246,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         # classifier, which shares the head.
         shared = self._shared_key(hp) is not None
         target = classifier.head if shared else model
-        record = self._shared_backbone[2] if shared else None
+        record, digest = self._shared_backbone[2:] if shared else (None, None)
         callbacks = [_BestEpochOnce(c, target, record=record)
                      if _compat.is_best_epoch_checkpoint(c) else c for c in callbacks or []]
         options = finetune.TrainingOptions(
@@ -258,8 +259,10 @@ class FinetuneHyperModel(SpaceHyperModel):
         epochs = self.capped(self.value(hp, "epochs"))
         with distribution.scope():
             if self.value(hp, "state") == "head":
+                # The shared backbone is frozen: its digest, taken once, keys its features.
                 history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
-                                            feature_cache=self.feature_cache)
+                                            feature_cache=self.feature_cache,
+                                            backbone_digest=digest)
             else:
                 history = finetune.fit_full(
                     classifier, data, epochs=epochs, options=options,

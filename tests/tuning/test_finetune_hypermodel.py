@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from finetune_test_utils import write_image_folder
 
-from kfound import _compat, backbones, prediction
+from kfound import _compat, backbones, features, prediction
 from kfound.tuning import finetune_hypermodel, search, space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -293,6 +293,33 @@ def test_a_head_trial_on_a_pretrained_backbone_checkpoints_its_head_alone(tmp_pa
                                          r"trained on other backbone weights .*--overwrite"
                                          r".*Received: weights='.*small"):
         other.load_trial(hp, path)
+
+
+def test_head_trials_on_a_shared_backbone_hash_its_weights_once(tmp_path, monkeypatch):
+    weights = tmp_path / "small.weights.h5"
+    backbones.small_conv_net(8).save_weights(weights)
+    model_space = _head_space(weights)
+    hypermodel, hp, model = _trial(model_space, feature_cache=tmp_path / "features")
+    hashed = []
+    digest = features.weights_digest
+
+    def counted(backbone):
+        hashed.append(backbone)
+        return digest(backbone)
+
+    monkeypatch.setattr(features, "weights_digest", counted)
+    hypermodel.fit(hp, model, verbose=0)  # the first trial computes the features
+    classifier = hypermodel._classifier
+    assert classifier.features_report["source"] == "computed"
+    second = hypermodel.build(hp)  # the second reads them back
+    hypermodel.fit(hp, second, verbose=0)
+    assert hypermodel._classifier.features_report["source"] == "cache"
+    assert hashed == [] and hypermodel._shared_backbone[3] == digest(classifier.backbone)
+    # The key is the one that hashing the weights again gives.
+    data = hypermodel.data(hp)
+    recorded = features.cache_key(classifier, data, hypermodel._shared_backbone[3])
+    assert recorded == features.cache_key(classifier, data)
+    assert len(hashed) == 1
 
 
 def test_the_best_model_of_a_search_of_head_trials_is_the_trained_classifier(tmp_path):
