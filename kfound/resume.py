@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kfound import prebuild
 from kfound.data.training_pipeline import make_training_pipeline
 
 KEEP = 2  # checkpoints kept: the latest and the last good one before it
@@ -274,9 +275,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if len(generators) != len(state["seed_generators"]):
             raise ValueError(f"it holds {len(state['seed_generators'])} random states, the "
                              f"model {len(generators)}")
-        optimizer = getattr(model, "optimizer", None)  # None when never compiled
-        if optimizer is not None and not optimizer.built:
-            optimizer.build(model.trainable_variables)
+        if getattr(model, "optimizer", None) is not None:  # None when never compiled
+            prebuild.build_optimizer(model)  # its variables must exist for load_weights
         try:
             model.load_weights(weights)
         except Exception as error:  # h5py and Keras raise several types for a bad file
