@@ -25,15 +25,16 @@ lint: $(STAMP)
 
 # Every test under TensorFlow; under JAX and torch, the layers, initializers, callbacks, the
 # dataset grammar, `import kfound`, the chapter's formulas, fine-tuning (its states, the
-# feature cache and resumable training), the smoke test of every recipe and the search's
-# tests (tests of pure NumPy, stdlib or argument-check code, and those whose subprocess
-# picks its own backend, are marked `backend_independent` and skip themselves there). The
+# feature cache, the compiled head that a search's head trials share, and resumable
+# training), the smoke test of every recipe and the search's tests (tests of pure NumPy,
+# stdlib or argument-check code, and those whose subprocess picks its own backend, are
+# marked `backend_independent` and skip themselves there). The
 # tf.data pipelines (tests/data), backbones, prediction and the finetune hypermodel run
 # under TensorFlow only, for time; the recipe and search tests run them on every backend.
 BACKEND_TESTS := tests/layers tests/initializers tests/callbacks tests/data/test_spec.py \
 	tests/test_import.py tests/test_theory.py tests/test_finetune.py tests/test_features.py \
-	tests/test_prebuild.py tests/test_resume.py tests/recipes tests/tuning/test_search.py \
-	tests/tuning/test_search_backends.py
+	tests/test_prebuild.py tests/test_compiled_head.py tests/test_resume.py tests/recipes \
+	tests/tuning/test_search.py tests/tuning/test_search_backends.py
 
 test: lint
 	$(TEST_ENV) KERAS_BACKEND=tensorflow $(PY) -m pytest -n $(PYTEST_WORKERS) tests

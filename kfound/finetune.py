@@ -204,7 +204,7 @@ def _epoch_pipeline(data, options):
 def fit_head(
     classifier, data, *, epochs, options=TrainingOptions(), cache_features=True,
     feature_cache=None, feature_batch_size=64, backup_dir=None, feature_eval_batch_size=1024,
-    feature_steps_per_execution=32, backbone_digest=None,
+    feature_steps_per_execution=32, backbone_digest=None, compiled_head=None,
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -250,6 +250,12 @@ def fit_head(
             (`kfound.features.weights_digest`), when the caller has it already (a search's
             shared, frozen backbone), so that the feature cache's key does not hash them
             again; it must be the digest of these weights. Defaults to `None` (hashed).
+        compiled_head: a `kfound.compiled_head.CompiledHead`, shared by calls that train
+            heads of one architecture (a search's trials), so that the head trains on its
+            compiled copy, whose train and test functions are traced once for them all,
+            with the result of a fresh compile. Only heads trained on cached features
+            use it; under torch, whose `fit` traces nothing, none does. The callbacks
+            see the copy as their `model`. Defaults to `None` (the head is compiled).
 
     Returns:
         The training history, a dict of per-epoch lists: `"epoch"` (1-based), the losses
@@ -292,9 +298,22 @@ def fit_head(
         options.log(f"head: feature caching is off ({reason}); every epoch runs the frozen "
                     "backbone")
         train, val, model = _epoch_pipeline(data, options), data.val, classifier.model
-    compile_classifier(model, learning_rate=options.learning_rate, optimizer=options.optimizer,
-                       jit_compile=options.jit_compile, steps_per_execution=steps_per_execution)
+
+    def compile_head(model):
+        compile_classifier(model, learning_rate=options.learning_rate,
+                           optimizer=options.optimizer, jit_compile=options.jit_compile,
+                           steps_per_execution=steps_per_execution)
+
+    reuse = (compiled_head is not None and model is classifier.head
+             and keras.backend.backend() != "torch")
+    if reuse:
+        settings = [options.optimizer, options.jit_compile, steps_per_execution]
+        model = compiled_head.prepare(model, options.learning_rate, settings, compile_head)
+    else:
+        compile_head(model)
     history = _fit(model, train, val, epochs=epochs, options=options, backup_dir=backup_dir)
+    if reuse:
+        compiled_head.give_back(classifier.head)
     classifier.epoch_seconds = history.pop("seconds", [])
     return history
 

@@ -12,6 +12,7 @@ import keras_tuner as kt
 
 from kfound import _compat, backbones, distribution, features, finetune, io_utils
 from kfound import data as kdata
+from kfound.compiled_head import CompiledHead
 from kfound.tuning import rules
 from kfound.tuning.hypermodels import SpaceHyperModel
 
@@ -54,7 +55,10 @@ class FinetuneHyperModel(SpaceHyperModel):
     frozen, its BatchNorm layers included), so it is built and loaded once per backbone,
     weights, image size and `alpha`, and every later head trial wraps a new head around
     it (a weights file counts as changed when its size or modification time does). Such a
-    trial checkpoints its head alone, not another copy of the backbone. A `full` trial,
+    trial checkpoints its head alone, not another copy of the backbone. Such trials also
+    train their heads on one compiled copy (`kfound.compiled_head.CompiledHead`), so that
+    Keras traces its train and test functions once, not once per trial, with the results
+    of freshly compiled heads. A `full` trial,
     which trains its backbone, and a randomly initialised one get their own, and
     checkpoint the whole classifier.
 
@@ -113,6 +117,7 @@ class FinetuneHyperModel(SpaceHyperModel):
         self._classifier = None  # the Classifier of the last model `build` made
         # (key, backbone, record, weights digest): `_backbone`
         self._shared_backbone = (None, None, None, None)
+        self._compiled_head = CompiledHead()  # what the shared backbone's head trials train
         defaults = self.declare_hyperparameters(kt.HyperParameters())
         loaded = self.data(defaults)
         self.num_classes = loaded.num_classes
@@ -242,10 +247,10 @@ class FinetuneHyperModel(SpaceHyperModel):
         classifier = self._classifier
         # KerasTuner's checkpoint saves the model being fit, which on cached features is
         # the head. A head trial on a pretrained backbone keeps it so (its backbone is the
-        # loaded one; `load_trial` rebuilds it); any other trial checkpoints the whole
-        # classifier, which shares the head.
+        # loaded one; `load_trial` rebuilds it), and fits the shared compiled copy of its
+        # head; any other trial checkpoints the whole classifier, which shares the head.
         shared = self._shared_key(hp) is not None
-        target = classifier.head if shared else model
+        target = None if shared else model
         record, digest = self._shared_backbone[2:] if shared else (None, None)
         callbacks = [_BestEpochOnce(c, target, record=record)
                      if _compat.is_best_epoch_checkpoint(c) else c for c in callbacks or []]
@@ -260,9 +265,10 @@ class FinetuneHyperModel(SpaceHyperModel):
         with distribution.scope():
             if self.value(hp, "state") == "head":
                 # The shared backbone is frozen: its digest, taken once, keys its features.
-                history = finetune.fit_head(classifier, data, epochs=epochs, options=options,
-                                            feature_cache=self.feature_cache,
-                                            backbone_digest=digest)
+                history = finetune.fit_head(
+                    classifier, data, epochs=epochs, options=options,
+                    feature_cache=self.feature_cache, backbone_digest=digest,
+                    compiled_head=self._compiled_head if shared else None)
             else:
                 history = finetune.fit_full(
                     classifier, data, epochs=epochs, options=options,
@@ -278,24 +284,29 @@ class FinetuneHyperModel(SpaceHyperModel):
 
 
 class _BestEpochOnce(keras.callbacks.Callback):
-    """KerasTuner's best-epoch checkpoint of `model`, written once, when the fit ends.
+    """KerasTuner's best-epoch checkpoint of a model, written once, when the fit ends.
 
     `SaveBestEpoch` writes the weights of the model being fit at every epoch that improves
     the objective; a whole classifier's weights file costs far more than an epoch of a
     head on cached features. This keeps the best epoch's weights of `model` (the
-    classifier, which shares the head, or a head trial's head) in memory, by the
-    checkpoint's own objective and `best_value`, and writes them to its `filepath` when a
-    fit ends (both phases of `full` included), with `record` (the text that
+    classifier, which shares the head), or of the model being fit when `model` is `None`
+    (a head trial's head, or its compiled copy), in memory, by the checkpoint's own
+    objective and `best_value`, and writes them to its `filepath` when a fit ends (both
+    phases of `full` included), with `record` (the text that
     `FinetuneHyperModel.load_trial` checks), if given, in `BACKBONE_RECORD` beside it.
     The model is left with its last epoch's weights, as with `SaveBestEpoch`.
     """
 
-    def __init__(self, checkpoint, model, record=None):
+    def __init__(self, checkpoint, model=None, record=None):
         super().__init__()
         self.checkpoint = checkpoint
-        self.target = model
+        self.saved_model = model
         self.record = record
         self.best_weights = None
+
+    @property
+    def target(self):
+        return self.model if self.saved_model is None else self.saved_model
 
     def on_epoch_end(self, epoch, logs=None):
         objective = self.checkpoint.objective

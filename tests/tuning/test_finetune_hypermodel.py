@@ -322,6 +322,29 @@ def test_head_trials_on_a_shared_backbone_hash_its_weights_once(tmp_path, monkey
     assert len(hashed) == 1
 
 
+def test_head_trials_on_a_shared_backbone_train_one_compiled_head(tmp_path):
+    weights = tmp_path / "small.weights.h5"
+    backbones.small_conv_net(8).save_weights(weights)
+    model_space = _head_space(weights)
+    hypermodel, hp, model = _trial(model_space)
+    trained = []
+
+    class Seen(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            trained.append((self.model, self.model.train_function))
+
+    hypermodel.fit(hp, model, callbacks=[Seen()], verbose=0)
+    first_head = hypermodel._classifier.head
+    hp.values["learning_rate"] = 0.01  # another learning rate: the same compiled copy
+    second = hypermodel.build(hp)
+    hypermodel.fit(hp, second, callbacks=[Seen()], verbose=0)
+    (copy, function), (again, function_again) = trained
+    assert again is copy and function_again is function  # traced once for both trials
+    assert copy not in (first_head, hypermodel._classifier.head)
+    for mine, fitted in zip(hypermodel._classifier.head.weights, copy.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), fitted.numpy())  # given back
+
+
 def test_the_best_model_of_a_search_of_head_trials_is_the_trained_classifier(tmp_path):
     weights = tmp_path / "small.weights.h5"
     backbones.small_conv_net(16).save_weights(weights)
