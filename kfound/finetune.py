@@ -204,7 +204,7 @@ def _epoch_pipeline(data, options):
 def fit_head(
     classifier, data, *, epochs, options=TrainingOptions(), cache_features=True,
     feature_cache=None, feature_batch_size=64, backup_dir=None, feature_eval_batch_size=1024,
-    feature_steps_per_execution=32, backbone_digest=None, compiled_head=None,
+    feature_steps_per_execution=1024, backbone_digest=None, compiled_head=None,
 ):
     """State 2: trains only the head on the frozen backbone.
 
@@ -245,7 +245,7 @@ def fit_head(
             divisor of the steps per epoch up to this is used, so that every epoch keeps
             its own batches and the result does not depend on it; batch-level callbacks
             are called once per execution. Under torch, which runs one step per call,
-            it is ignored. Defaults to `32`.
+            it is ignored. Defaults to `1024`.
         backbone_digest: the SHA-256 of the backbone's weights
             (`kfound.features.weights_digest`), when the caller has it already (a search's
             shared, frozen backbone), so that the feature cache's key does not hash them
