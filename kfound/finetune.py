@@ -299,8 +299,8 @@ def fit_head(
                     "backbone")
         train, val, model = _epoch_pipeline(data, options), data.val, classifier.model
 
-    def compile_head(model):
-        compile_classifier(model, learning_rate=options.learning_rate,
+    def compile_head(head):
+        compile_classifier(head, learning_rate=options.learning_rate,
                            optimizer=options.optimizer, jit_compile=options.jit_compile,
                            steps_per_execution=steps_per_execution)
 

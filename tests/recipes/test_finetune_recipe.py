@@ -169,7 +169,9 @@ def test_the_recipe_mirrors_the_library_constants(recipe):
 
 
 def _run_recipe(code, tmp_path, **env):
+    """Runs `code` in a fresh Python; `env` adds variables, or removes those set to `None`."""
     environment = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home"), **env}
+    environment = {key: value for key, value in environment.items() if value is not None}
     # `python recipes/finetune.py` puts recipes/ on sys.path; runpy.run_path does not.
     code = f"import sys\nsys.path.insert(0, {str(RECIPE.parent)!r})\n{code}"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -178,17 +180,19 @@ def _run_recipe(code, tmp_path, **env):
 
 def test_a_bad_flag_fails_at_once_without_importing_tensorflow(tmp_path):
     code = (
-        "import runpy, sys\n"
+        "import os, runpy, sys\n"
         "sys.argv = ['finetune.py', '--epochs', '0']\n"
         f"try:\n    runpy.run_path({str(RECIPE)!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n    print(exit.code)\n"
         "print('imported:', sorted({'tensorflow', 'keras', 'kfound'} & set(sys.modules)))\n"
+        "print('allocator:', os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'))\n"
     )
-    result = _run_recipe(code, tmp_path)
-    assert result.stdout.splitlines() == [
-        "finetune.py: error: Argument `--epochs` must be a positive integer. Received: epochs=0",
-        "imported: []",
-    ], result.stderr
+    error = "finetune.py: error: Argument `--epochs` must be a positive integer. Received: epochs=0"
+    result = _run_recipe(code, tmp_path, TF_CPU_ALLOCATOR_USE_BFC=None)
+    # TensorFlow's CPU allocator is chosen before TensorFlow starts, which reads it then.
+    assert result.stdout.splitlines() == [error, "imported: []", "allocator: true"], result.stderr
+    result = _run_recipe(code, tmp_path, TF_CPU_ALLOCATOR_USE_BFC="false")  # the user's wins
+    assert result.stdout.splitlines()[-1] == "allocator: false", result.stderr
 
 
 _OFFLINE_ARGS = ["--weights", "imagenet", "--backbone", "MobileNet", "--alpha", "0.25",
