@@ -19,13 +19,15 @@ the head state trains MobileNet (alpha 0.25, with the team's shared ImageNet wei
 3. `search_trials_2_to_5_speedup`: a 5-trial head-only `finetune` search through
    `tuning/search.py`'s code (random search over the learning rate): trial 1's time
    divided by each of trials 2 to 5's (the smallest of the four is reported). Goal >= 5.
-   Beside it, `search_trials_speedup_bound`: trial 1 divided by a head run's training
-   epochs alone on the same images and settings; and
+   Beside it, `search_trials_speedup_bound`: trial 1 divided by a freshly compiled head's
+   training epochs alone on the same images and settings (tracing included), what later
+   trials would reach if they traced again and nothing else cost a thing; and
    `search_trials_speedup_bound_without_tracing`: trial 1 divided by those epochs' steps
-   alone (epochs 2 to 5, scaled to 5 epochs), the bound even if every trial reused the
-   first one's traced train function.
+   alone (epochs 2 to 5, scaled to 5 epochs), the bound for later trials, which train on
+   the first one's traced functions (`kfound.compiled_head`).
 4. `head_peak_rss_mib_25000` (full runs only): the peak resident memory of
-   `recipes/finetune.py --state head` on 25,000 images, in a fresh process. Goal <= 1024.
+   `recipes/finetune.py --state head` on 25,000 images, in a fresh process (the recipe
+   has TensorFlow allocate CPU tensors with its BFC allocator). Goal <= 1024.
    Beside it, `head_peak_rss_mib_25000_without_jax`: the same run as if JAX were not
    installed, as in kfound's own install (JAX comes with the `dev` extra only), since
    TensorFlow imports JAX whenever it finds it.
