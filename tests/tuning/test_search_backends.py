@@ -91,10 +91,21 @@ except ValueError as e:
 
 
 def test_a_finetune_search_trains_under_data_parallel_over_two_devices(tmp_path):
+    weights = tmp_path / "small.weights.h5"
+    shared = tmp_path / "shared.json"  # head trials on one pretrained backbone
+    shared.write_text(json.dumps({
+        "model": "finetune", "dataset": "embedded",
+        "hyperparameters": {"state": {"type": "choice", "values": ["head"]},
+                            "weights": {"type": "choice", "values": [str(weights)]},
+                            "learning_rate": {"type": "float", "min": 0.01, "max": 0.1}}}))
     code = f"""
+from kfound import backbones
 from kfound.tuning import search
 search.main(["--space", "tuning/spaces/finetune.yaml", "--tuner", "random", "--smoke",
              "--max-trials", "1", "--quiet", "--output", "{tmp_path / 'run'}"])
+backbones.small_conv_net(16).save_weights("{weights}")
+shared = search.main(["--space", "{shared}", "--tuner", "random", "--smoke",
+                      "--max-trials", "2", "--quiet", "--output", "{tmp_path / 'shared'}"])
 import keras_tuner as kt
 from kfound.tuning import finetune_hypermodel
 hypermodel = finetune_hypermodel.FinetuneHyperModel("embedded")
@@ -102,6 +113,12 @@ hp = kt.HyperParameters()
 model = hypermodel.build(hp)
 print("devices per variable:", {{len(w.value.sharding.device_set) for w in model.weights}})
 print("validation images:", hypermodel.data(hp).val_examples)
+import keras
+import kfound.finetune
+best = keras.saving.load_model("{tmp_path / 'shared' / 'best_model.keras'}")
+best.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+_, accuracy = best.evaluate(hypermodel.data(hp).val, verbose=0)
+print("best model scores its trial's score:", abs(accuracy - shared["score"]) < 1e-6)
 """
     printed = _jax(code, tmp_path, devices=2)
     assert "devices per variable: {2}" in printed
@@ -110,3 +127,7 @@ print("validation images:", hypermodel.data(hp).val_examples)
     assert best["distribution"] == {"kind": "DataParallel", "devices": 2}
     trials = json.loads((tmp_path / "run" / "trials.json").read_text())
     assert [t["status"] for t in trials] == ["COMPLETED"]
+    # The second head trial trains on the first one's compiled head, split the same way.
+    trials = json.loads((tmp_path / "shared" / "trials.json").read_text())
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    assert "best model scores its trial's score: True" in printed
